@@ -1,0 +1,140 @@
+import pytest
+import torch
+from torch import nn
+
+from advlayers import attacks
+from advlayers.attacks import AttackSpec, fgsm_rs, pgd, predicted_labels, robust_correct
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def batch(digits):
+    return next(digits.test.batches(200, device="cpu"))
+
+
+def test_pgd_stays_in_ball_and_box(trained_digits_model, batch):
+    x, y = batch
+    g = torch.Generator().manual_seed(0)
+    x_adv = pgd(trained_digits_model, x, y, eps=EPS, step_size=0.03, steps=5, generator=g)
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not torch.equal(x_adv, x)
+    x_fast = fgsm_rs(trained_digits_model, x, y, eps=EPS, generator=g)
+    assert (x_fast - x).abs().max() <= EPS + 1e-6 and x_fast.min() >= 0 and x_fast.max() <= 1
+
+
+def test_attack_touches_no_parameter_state(trained_digits_model, batch):
+    model = trained_digits_model
+    x, y = batch
+    model.train()  # the attack must still run in eval mode and restore the caller's mode
+    for p in model.parameters():
+        p.grad = None
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    pgd(model, x, y, eps=EPS, step_size=0.03, steps=2, bn_mode="eval")
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # eval-mode attack: BN running stats untouched
+    model.eval()
+
+
+def test_bn_train_mode_uses_batch_statistics(trained_digits_model, batch):
+    model = trained_digits_model
+    x, y = batch
+    model.train()
+    before = model.m0[2].running_mean.clone()
+    pgd(model, x[:32], y[:32], eps=EPS, step_size=0.03, steps=1, bn_mode="train")
+    assert not torch.equal(before, model.m0[2].running_mean)
+    model.load_state_dict({**model.state_dict(), "m0.2.running_mean": before})
+    model.eval()
+
+
+def test_eps_zero_gives_clean_accuracy(trained_digits_model, batch):
+    x, y = batch
+    clean, robust = robust_correct(trained_digits_model, x, y, AttackSpec(0.0, 0.0, 10))
+    assert torch.equal(clean, robust)
+    with torch.no_grad():
+        assert torch.equal(clean, trained_digits_model(x).argmax(1) == y)
+
+
+def test_robust_below_clean_and_monotone_in_steps(trained_digits_model, batch):
+    x, y = batch
+    accs = []
+    for steps in (1, 3, 10):
+        g = torch.Generator().manual_seed(1)
+        clean, robust = robust_correct(trained_digits_model, x, y, AttackSpec(EPS, 0.025, steps), generator=g)
+        assert not (robust & ~clean).any(), "a sample misclassified clean can never count as robust"
+        accs.append(robust.float().mean().item())
+    assert clean.float().mean() > 0.85
+    # any-step counting with the same random start: iterate k of the longer run equals iterate k of the
+    # shorter one for the samples still alive, so more steps can only break more samples.
+    assert accs[0] >= accs[1] >= accs[2]
+    assert accs[2] < clean.float().mean().item()
+
+
+def test_any_step_never_above_final_iterate(trained_digits_model, batch):
+    x, y = batch
+    spec = AttackSpec(EPS, 0.025, 5)
+    _, any_ = robust_correct(trained_digits_model, x, y, spec, count="any", generator=torch.Generator().manual_seed(2))
+    _, final = robust_correct(trained_digits_model, x, y, spec, count="final", generator=torch.Generator().manual_seed(2))
+    assert not (any_ & ~final).any()
+
+
+def test_restarts_only_lower_accuracy(trained_digits_model, batch):
+    x, y = batch
+    _, one = robust_correct(trained_digits_model, x, y, AttackSpec(EPS, 0.025, 3, restarts=1),
+                            generator=torch.Generator().manual_seed(3))
+    _, three = robust_correct(trained_digits_model, x, y, AttackSpec(EPS, 0.025, 3, restarts=3),
+                              generator=torch.Generator().manual_seed(3))
+    assert not (three & ~one).any()
+
+
+def test_predicted_labels_are_the_argmax(trained_digits_model, batch):
+    x, _ = batch
+    with torch.no_grad():
+        assert torch.equal(predicted_labels(trained_digits_model, x), trained_digits_model(x).argmax(1))
+
+
+def test_matches_torchattacks(trained_digits_model, digits):
+    torchattacks = pytest.importorskip("torchattacks")
+    model = trained_digits_model.eval()
+    eps, alpha, steps = 0.02, 0.005, 10  # a radius where the model is partly robust
+    atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    ours_correct = theirs_correct = n = 0
+    for i, (x, y) in enumerate(digits.test.batches(180)):
+        # Same seed for both random starts: torchattacks draws from the global RNG, we from a generator.
+        _, robust = robust_correct(model, x, y, AttackSpec(eps, alpha, steps), count="final",
+                                   generator=torch.Generator().manual_seed(i))
+        torch.manual_seed(i)
+        x_theirs = atk(x, y)
+        with torch.no_grad():
+            theirs = model(x_theirs).argmax(1) == y
+        ours_correct += int(robust.sum())
+        theirs_correct += int(theirs.sum())
+        n += y.numel()
+    ours, theirs = ours_correct / n, theirs_correct / n
+    assert 0.05 < theirs < 0.95, "the comparison needs a model that is neither broken nor fully robust"
+    assert abs(ours - theirs) <= 0.01 + 1e-9, (ours, theirs)
+    # any-step counting is at most the final-iterate accuracy
+    _, any_step = robust_correct(model, *next(digits.test.batches(360)), AttackSpec(eps, alpha, steps),
+                                 generator=torch.Generator().manual_seed(0))
+    assert any_step.float().mean().item() <= ours + 0.01
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eps=-0.1, step_size=0.01, steps=1), "eps must be >= 0"),
+    (dict(eps=0.1, step_size=0.01, steps=-1), "steps"),
+    (dict(eps=0.1, step_size=0.01, steps=1, restarts=0), "restarts"),
+])
+def test_bad_attack_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AttackSpec(**kwargs)
+
+
+def test_bad_bn_mode(batch):
+    with pytest.raises(ValueError, match="eval, train, keep"):
+        pgd(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), *batch, eps=0.1, step_size=0.1, steps=1,
+            bn_mode="frozen")
