@@ -1,0 +1,22 @@
+rule evaluate:
+    """Clean and PGD-N robust accuracy (true label, random start) of one checkpoint on the test split."""
+    input:
+        data=lambda wc: data_file(wc.dataset),
+        checkpoint="results/checkpoints/{dataset}/{arch}/{name}.pt",
+        library=library("evaluate"),
+    output:
+        "results/evaluations/{dataset}/{arch}/{name}.json",
+    params:
+        attack=lambda wc: eval_params(wc.dataset),
+        seed=config["seed"],
+    log:
+        "logs/evaluate/{dataset}/{arch}/{name}.log",
+    threads: job_threads()
+    resources:
+        gpu=job_gpus(),
+        runtime=lambda wc: resources_of(wc.dataset, "evaluate", "runtime", 60),
+        mem_mb=lambda wc: resources_of(wc.dataset, "evaluate", "mem_mb", 4000),
+    conda:
+        "../../envs/advlayers.yaml"
+    script:
+        "../scripts/evaluate.py"
