@@ -21,7 +21,8 @@ wildcard_constraints:
     pretraining="|".join(PRETRAININGS),
     direction="|".join(DIRECTIONS),
     cutoff="[0-6]",
-    name=r"pretrain_(conventional|adversarial)|retrain_(conventional|adversarial)_(before|after)[0-6]",
+    name=r"pretrain_(conventional|adversarial)|retrain_(conventional|adversarial)_(before|after)[0-6]"
+    r"|layers_(conventional|adversarial)_(before|after)\d+|subset_(conventional|adversarial)_[01]{6}",
 
 
 include: "workflow/rules/data.smk"
@@ -29,6 +30,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/analyses.smk"
 
 
 # --------------------------------------------------------------------------- targets
@@ -38,6 +40,7 @@ rule all_figures:
     """Every figure of the configured datasets (the default target)."""
     input:
         [f for dataset in config["datasets"] for f in figure_files(dataset)],
+        [analysis_figures(name) for name in ("layer_cutoff", "combinations", "reinit", "features")],
 
 
 rule fig2:
@@ -58,10 +61,36 @@ rule fig4:
         named_figure("fig4"),
 
 
+rule fig5:
+    """Paper Fig. 5: per-layer cut-off (config analyses.layer_cutoff)."""
+    input:
+        analysis_figures("layer_cutoff"),
+
+
+rule fig6:
+    """Paper Fig. 6: all 64 module combinations (config analyses.combinations)."""
+    input:
+        analysis_figures("combinations"),
+
+
+rule fig7:
+    """Paper Fig. 7: layer-wise re-initialisation and re-randomisation (config analyses.reinit)."""
+    input:
+        analysis_figures("reinit"),
+
+
+rule fig8:
+    """Paper Fig. 8 (+ divergence statistics): clean vs adversarial activations (config analyses.features)."""
+    input:
+        analysis_figures("features"),
+
+
 rule tables:
     """One row per checkpoint and evaluation, every configured dataset."""
     input:
         "results/tables/cutoff.parquet",
+        [f"results/tables/{t}.parquet" for t, a in (("layer_cutoff", "layer_cutoff"), ("combinations", "combinations"),
+                                                   ("reinit", "reinit"), ("feature_divergence", "features")) if analysis(a)],
 
 
 localrules:
@@ -69,7 +98,20 @@ localrules:
     fig2,
     fig3,
     fig4,
+    fig5,
+    fig6,
+    fig7,
+    fig8,
     tables,
+    table_layer_cutoff,
+    table_combinations,
+    table_reinit,
+    table_feature_divergence,
+    figure_layer_cutoff,
+    figure_combinations,
+    figure_reinit,
+    figure_features,
+    figure_feature_divergence,
     table_dataset,
     table,
     figure,

@@ -138,3 +138,38 @@ def test_bad_bn_mode(batch):
     with pytest.raises(ValueError, match="eval, train, keep"):
         pgd(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), *batch, eps=0.1, step_size=0.1, steps=1,
             bn_mode="frozen")
+
+
+def test_folded_batchnorm_same_function_model_untouched(trained_digits_model, batch):
+    model = trained_digits_model.eval()
+    x, y = batch
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with attacks.attack_mode(model):
+        folded = attacks.folded_for_attack(model)
+        assert folded is not model
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        with torch.no_grad():
+            assert torch.allclose(folded(x), model(x), atol=1e-4, rtol=1e-4)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 20  # resnet18 keeps its BatchNorms
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.requires_grad for p in model.parameters())
+    # BatchNorm in train mode (batch statistics) is never folded
+    model.train()
+    with attacks.attack_mode(model, "train"):
+        assert attacks.folded_for_attack(model) is model
+    model.eval()
+    # a model that is not a ModularNet is used as it is
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    assert attacks.folded_for_attack(plain) is plain
+
+
+def test_fold_bn_does_not_change_the_attack(trained_digits_model, batch):
+    x, y = batch
+    spec = AttackSpec(EPS, 0.025, 5)
+    a = attacks.perturb(trained_digits_model, x, y, spec, generator=torch.Generator().manual_seed(4))
+    b = attacks.perturb(trained_digits_model, x, y, spec, generator=torch.Generator().manual_seed(4), fold_bn=False)
+    assert (a != b).float().mean() < 0.01  # only gradient signs within float rounding of 0 may differ
+    _, r1 = robust_correct(trained_digits_model, x, y, spec, generator=torch.Generator().manual_seed(4))
+    _, r2 = robust_correct(trained_digits_model, x, y, spec, generator=torch.Generator().manual_seed(4), fold_bn=False)
+    assert abs(r1.float().mean() - r2.float().mean()) <= 0.01

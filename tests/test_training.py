@@ -143,3 +143,35 @@ def test_bad_mode_and_units(digits):
         train(model, digits.train, tiny_recipe(), mode="robust", seed=0)
     with pytest.raises(ValueError, match="unknown module name"):
         retrain(model, digits, tiny_recipe(), units=["m9"], mode="adversarial", seed=0)
+
+
+def test_compile_is_off_by_default_and_ignored_on_cpu(digits, caplog):
+    from test_preemption import small_net
+
+    assert get_recipe("cifar10").compile is False and get_recipe("imagenet").compile is False
+    recipe = tiny_recipe(train_subset=128, epochs=2, steps=1)
+    plain = train(small_net(), digits.train, recipe, mode="adversarial", seed=2, progress=False)
+    with caplog.at_level("INFO", logger="advlayers.training"):
+        compiled = train(small_net(), digits.train, get_recipe("mnist5k-demo", **{**recipe.as_dict(), "compile": True}),
+                         mode="adversarial", seed=2, progress=False)
+    assert "compile ignored on cpu" in caplog.text
+    assert states_equal(plain.model.state_dict(), compiled.model.state_dict())
+    assert [h["loss"] for h in plain.history] == [h["loss"] for h in compiled.history]
+
+
+def test_state_resumes_across_compile_flag(digits, tmp_path):
+    """compile only changes how forward passes run: a state saved without it resumes with it."""
+    from test_preemption import small_net
+
+    recipe = tiny_recipe(train_subset=128, epochs=2)
+    state = tmp_path / "state.pt"
+
+    def stop(epoch, model):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(small_net(), digits.train, recipe, mode="conventional", seed=0, state_path=state, progress=False,
+              on_epoch_end=stop)
+    resumed = train(small_net(), digits.train, get_recipe("mnist5k-demo", **{**recipe.as_dict(), "compile": True}),
+                    mode="conventional", seed=0, state_path=state, progress=False)
+    assert resumed.resumed_from_epoch == 1

@@ -134,9 +134,14 @@ def _bad_config(tmp_path, edit):
         (lambda c: c["datasets"].update(svhn=c["datasets"]["mnist5k"]), "svhn"),
         (lambda c: c["cutoffs"].update(before=[1, 7]), "7"),
         (lambda c: c["figures"].update(fig2="cifar10"), "figures.fig2"),
+        (lambda c: c["analyses"]["layer_cutoff"].update(cutoffs=[1, 22]), "analyses.layer_cutoff.cutoffs"),
+        (lambda c: c["analyses"]["reinit"].update(datasets=["cifar10"]), "analyses.reinit.datasets"),
+        (lambda c: c["analyses"]["features"].update(methods=["pca"]), "pca"),
+        (lambda c: c["analyses"]["combinations"].update(subsets=["1010"]), "1010"),
     ],
     ids=["unknown-top-key", "unknown-eval-key", "unknown-recipe-field", "wrong-type-seed", "wrong-type-steps",
-         "unknown-arch", "unknown-dataset", "cutoff-7", "figure-of-unconfigured-dataset"],
+         "unknown-arch", "unknown-dataset", "cutoff-7", "figure-of-unconfigured-dataset", "layer-cutoff-22",
+         "reinit-unconfigured-dataset", "unknown-embedding", "bad-subset-mask"],
 )
 def test_bad_config_stops_before_any_job(repo_copy, tmp_path, edit, expected):
     bad = _bad_config(tmp_path, edit)
@@ -156,7 +161,10 @@ def test_paper_dag(repo_copy):
     assert counts["prepare_data"] == "3"
     assert counts["pretrain"] == str(9 * 2)
     assert counts["retrain"] == str(9 * 24)
-    assert counts["evaluate"] == str(9 * 26)
+    # + the analyses: 21 per-layer cut-offs and 64 module subsets of ResNet-18 on CIFAR-10
+    assert counts["evaluate"] == str(9 * 26 + 21 + 64)
+    assert counts["retrain_layers"] == "21" and counts["retrain_subset"] == "64"
+    assert counts["reinit"] == "4" and counts["embed_features"] == "6"
     assert counts["figure"] == "3"
     # `snakemake fig2` builds only CIFAR-10's figure.
     jobs = dry_run(repo_copy, "fig2", "--configfile", "config/paper.yaml")
@@ -293,3 +301,49 @@ def test_workflow_scripts_are_thin():
             continue
         tree = ast.parse(path.read_text())
         assert not [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))], path
+
+
+def test_layer_counts_match_the_library():
+    from advlayers.models import ARCHS, build_model, layers
+
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    counts = ast.literal_eval(re.search(r"^LAYER_COUNTS = (\{.*\})$", text, re.M).group(1))
+    assert counts == {arch: len(layers(build_model(arch, 10, 32))) for arch in ARCHS}
+
+
+TINY_ANALYSES = {
+    "layer_cutoff": {"dataset": "digits", "arch": "resnet18", "cutoffs": [1, 21], "eval": {"n": 32}},
+    "combinations": {"dataset": "digits", "arch": "resnet18", "subsets": ["000000", "100000", "000011"],
+                     "eval": {"n": 32}},
+    "reinit": {"datasets": ["digits"], "arch": "resnet18", "eval": {"n": 16, "steps": 2}},
+    "features": {"dataset": "digits", "arch": "resnet18", "n_images": 12, "vectors_per_image": 4, "methods": ["tsne"],
+                 "embedding": {"max_points": 80}, "divergence": {"max_points": 40, "n_permutations": 20}},
+}
+
+
+@pytest.mark.slow
+def test_analyses_end_to_end(tiny_run):
+    """Fig. 5-8 on the tiny run: they reuse its pretrained nets, so only the analysis jobs run."""
+    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    config["analyses"] = TINY_ANALYSES
+    (tiny_run / "tiny_analyses.yaml").write_text(yaml.safe_dump(config))
+    targets = ("fig5", "fig6", "fig7", "fig8", "tables", "--configfile", "tiny_analyses.yaml")
+    jobs = dry_run(tiny_run, *targets)
+    assert "pretrain" not in jobs and "retrain" not in jobs
+    snakemake(tiny_run, *targets, "--cores", "2")
+    tables = tiny_run / "results" / "tables"
+    layer = pd.read_parquet(tables / "layer_cutoff.parquet")
+    cells = layer[layer["retraining"] != "none"].set_index("cutoff")
+    assert sorted(cells.index) == [1, 21] and list(cells.loc[1, "retrained_modules"]) == ["m0"]
+    assert list(cells.loc[21, "retrained_modules"]) == [f"m{i}" for i in range(6)]
+    combos = pd.read_parquet(tables / "combinations.parquet")
+    assert sorted(combos["subset"]) == ["000000", "000011", "100000"]
+    reinit = pd.read_parquet(tables / "reinit.parquet")
+    # per pretrained net: the original + 21 layers x (re-init, re-rand)
+    assert sorted(reinit.groupby("pretrain").size()) == [43, 43]
+    assert set(reinit["how"]) == {"none", "reinit", "rerandomize"}
+    div = pd.read_parquet(tables / "feature_divergence.parquet")
+    assert len(div) == 8 and div["detector_auroc"].between(0, 1).all() and div["mmd_p_value"].between(0, 1).all()
+    for stem in ("layer_cutoff", "combinations", "reinit", "features_tsne", "feature_divergence"):
+        assert (tiny_run / "results" / "figures" / f"{stem}.png").stat().st_size > 1000
+    assert dry_run(tiny_run, *targets) == {}

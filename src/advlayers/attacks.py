@@ -2,7 +2,10 @@
 
 An attack only needs the input gradient: it is taken with `torch.autograd.grad(loss, x_adv)` while the
 model's parameters have `requires_grad` switched off, so no weight gradient is computed and no `.grad`
-is ever touched. The BatchNorm mode during the attack is explicit (`bn_mode`): "eval" uses running
+is ever touched. BatchNorm layers that run on running statistics during the attack are folded into the
+convolution before them (`folded_for_attack`, on a shallow copy of the model: the model itself is never
+modified), which removes their forward and backward passes from every attack step; `fold_bn=False`
+switches this off. The BatchNorm mode during the attack is explicit (`bn_mode`): "eval" uses running
 statistics and changes nothing; "train" uses batch statistics (as in Madry's recipe) and updates the
 running statistics of layers in train mode; "keep" leaves the model's modes as they are.
 
@@ -16,11 +19,15 @@ Two uses, two label conventions (paper §3.2):
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from .models import ModularNet, layers
 
 BN_MODES = ("eval", "train", "keep")
 
@@ -81,6 +88,63 @@ def attack_mode(model: nn.Module, bn_mode: str = "eval"):
             m.training = training
 
 
+def _shallow_copy(module: nn.Module) -> nn.Module:
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    clone._parameters = dict(module._parameters)
+    clone._buffers = dict(module._buffers)
+    return clone
+
+
+def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) names of the Conv2d -> BatchNorm2d pairs that can be folded in the model's current modes:
+    a ModularNet (its `layers` pairing is forward order), BN in eval mode with running statistics, no hooks."""
+    if not isinstance(model, ModularNet):
+        return []  # e.g. a torch.compile'd or DDP-wrapped net: left as it is
+    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules()):
+        return []
+    pairs = []
+    for layer in layers(model):
+        if len(layer.names) != 2:
+            continue
+        conv, bn = model.get_submodule(layer.names[0]), model.get_submodule(layer.names[1])
+        if (type(conv) is nn.Conv2d and isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.training
+                and bn.running_mean is not None and bn.running_var is not None):
+            pairs.append(layer.names)
+    return pairs
+
+
+def folded_for_attack(model: nn.Module) -> nn.Module:
+    """`model` with every eval-mode BatchNorm folded into the convolution before it (same function up to
+    float rounding, ~1e-6 relative in fp32): a shallow copy sharing all other modules and tensors; the new
+    conv weights are computed without autograd, so call it while the parameters are frozen (`attack_mode`).
+    Returns `model` itself when nothing can be folded."""
+    pairs = _foldable_pairs(model)
+    if not pairs:
+        return model
+    clones = {"": _shallow_copy(model)}
+
+    def clone(name: str) -> nn.Module:
+        if name not in clones:
+            parent, _, child = name.rpartition(".")
+            copy_ = _shallow_copy(clone(parent)._modules[child])
+            clones[parent]._modules[child] = copy_
+            clones[name] = copy_
+        return clones[name]
+
+    with torch.no_grad():
+        for conv_name, bn_name in pairs:
+            conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                                bn.weight, bn.bias)
+            weight.requires_grad_(False)
+            bias.requires_grad_(False)
+            clone(conv_name)._parameters = {"weight": weight, "bias": bias}
+            parent, _, child = bn_name.rpartition(".")
+            clone(parent)._modules[child] = nn.Identity()
+    return clones[""]
+
+
 def _random_uniform(like: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
     # Drawn on the CPU from `generator` so results do not depend on the device's RNG.
     noise = torch.rand(like.shape, generator=generator, dtype=torch.float32)
@@ -97,10 +161,15 @@ def _input_grad(model, x_adv, y, autocast: torch.dtype | None):
     return grad, logits.detach()
 
 
-def _step(x_adv, grad, x, eps, step_size):
-    x_adv = x_adv + step_size * grad.sign()
-    x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
-    return x_adv.clamp_(0, 1)
+def _bounds(x, eps):
+    """The box [max(x - eps, 0), min(x + eps, 1)]: the eps-ball projection and the [0,1] clamp in one."""
+    return (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
+
+
+def _step(x_adv, grad, lo, hi, step_size):
+    # In place on the attack's own iterate and gradient (never the caller's tensors); the same values as
+    # min(max(x_adv + step * sign(grad), x - eps), x + eps).clamp(0, 1).
+    return torch.clamp(x_adv.add_(grad.sign_(), alpha=step_size), lo, hi, out=x_adv)
 
 
 def _start(x, eps, random_start, generator):
@@ -118,16 +187,19 @@ def perturb(
     bn_mode: str = "eval",
     generator: torch.Generator | None = None,
     autocast: torch.dtype | None = None,
+    fold_bn: bool = True,
 ) -> torch.Tensor:
     """Adversarial examples (final iterate of the last restart) maximising the loss of label `y`."""
     x = x.detach()
     with attack_mode(model, bn_mode):
+        net = folded_for_attack(model) if fold_bn and spec.steps else model
         x_adv = x
+        lo, hi = _bounds(x, spec.eps)
         for _ in range(spec.restarts):
             x_adv = _start(x, spec.eps, spec.random_start, generator)
             for _ in range(spec.steps):
-                grad, _ = _input_grad(model, x_adv, y, autocast)
-                x_adv = _step(x_adv, grad, x, spec.eps, spec.step_size)
+                grad, _ = _input_grad(net, x_adv, y, autocast)
+                x_adv = _step(x_adv, grad, lo, hi, spec.step_size)
     return x_adv.detach()
 
 
@@ -144,12 +216,13 @@ def pgd(
     bn_mode: str = "eval",
     generator: torch.Generator | None = None,
     autocast: torch.dtype | None = None,
+    fold_bn: bool = True,
 ) -> torch.Tensor:
     """L-inf PGD: optional uniform random start, `steps` signed-gradient steps, projection on the
     eps-ball around `x` and on [0,1]. With restarts > 1 the last restart's iterate is returned (for
     "worst over restarts" use `robust_correct`)."""
     spec = AttackSpec(eps, step_size, steps, random_start, restarts)
-    return perturb(model, x, y, spec, bn_mode=bn_mode, generator=generator, autocast=autocast)
+    return perturb(model, x, y, spec, bn_mode=bn_mode, generator=generator, autocast=autocast, fold_bn=fold_bn)
 
 
 def fgsm_rs(
@@ -162,17 +235,19 @@ def fgsm_rs(
     bn_mode: str = "eval",
     generator: torch.Generator | None = None,
     autocast: torch.dtype | None = None,
+    fold_bn: bool = True,
 ) -> torch.Tensor:
     """FGSM with random start (fast adversarial training): one step of 1.25*eps by default."""
     spec = fgsm_rs_spec(eps) if step_size is None else AttackSpec(eps, step_size, 1, True)
-    return perturb(model, x, y, spec, bn_mode=bn_mode, generator=generator, autocast=autocast)
+    return perturb(model, x, y, spec, bn_mode=bn_mode, generator=generator, autocast=autocast, fold_bn=fold_bn)
 
 
 @torch.no_grad()
-def predicted_labels(model: nn.Module, x: torch.Tensor, *, bn_mode: str = "eval", autocast=None) -> torch.Tensor:
+def predicted_labels(model: nn.Module, x: torch.Tensor, *, bn_mode: str = "eval", autocast=None,
+                     fold_bn: bool = True) -> torch.Tensor:
     """The model's predictions: the labels training attacks target (avoids label leaking)."""
     with attack_mode(model, bn_mode), torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
-        return model(x).argmax(1)
+        return (folded_for_attack(model) if fold_bn else model)(x).argmax(1)
 
 
 COUNTS = ("any", "final")
@@ -186,6 +261,7 @@ def robust_correct(
     *,
     count: str = "any",
     generator: torch.Generator | None = None,
+    fold_bn: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample (clean_correct, robust_correct) under the attack on the true label, model in eval mode.
 
@@ -193,7 +269,8 @@ def robust_correct(
     misclassified; broken samples leave the batch at once, so the attack's cost shrinks with the
     accuracy. count="final": the textbook semantics -- only the final iterate of each restart is
     classified (all samples are attacked for all steps); robust = correct after every restart.
-    Samples misclassified clean are never attacked and count as broken.
+    Samples misclassified clean are never attacked and count as broken. Clean accuracy is the model's
+    own; the attack's iterates are classified by the BatchNorm-folded copy (`folded_for_attack`).
     """
     if count not in COUNTS:
         raise ValueError(f"unknown count {count!r}; valid choices: {', '.join(COUNTS)}")
@@ -204,6 +281,7 @@ def robust_correct(
         robust = clean.clone()
         if spec.eps == 0 or spec.steps == 0 and not spec.random_start:
             return clean, robust
+        net = folded_for_attack(model) if fold_bn else model
         for _ in range(spec.restarts):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
@@ -212,17 +290,19 @@ def robust_correct(
             # The random start is drawn for the whole batch so a sample's noise does not depend on
             # which other samples are still unbroken (makes "any" and "final" comparable sample-wise).
             x_adv = _start(x, spec.eps, spec.random_start, generator)[idx]
+            lo, hi = _bounds(x0, spec.eps)
             for _ in range(spec.steps):
-                grad, logits = _input_grad(model, x_adv, y0, None)
+                grad, logits = _input_grad(net, x_adv, y0, None)
                 if count == "any":
                     alive = logits.argmax(1) == y0
                     if not alive.all():
                         robust[idx[~alive]] = False
-                        idx, x0, y0, x_adv, grad = idx[alive], x0[alive], y0[alive], x_adv[alive], grad[alive]
+                        idx, y0, x_adv, grad = idx[alive], y0[alive], x_adv[alive], grad[alive]
+                        lo, hi = lo[alive], hi[alive]
                         if idx.numel() == 0:
                             break
-                x_adv = _step(x_adv, grad, x0, spec.eps, spec.step_size)
+                x_adv = _step(x_adv, grad, lo, hi, spec.step_size)
             if idx.numel():
                 with torch.no_grad():
-                    robust[idx] &= model(x_adv).argmax(1) == y0
+                    robust[idx] &= net(x_adv).argmax(1) == y0
     return clean, robust

@@ -58,6 +58,11 @@ for _fig, _ds in config.get("figures", {}).items():
         _config_error(f"figures.{_fig}", _ds, list(config["datasets"]))
 
 
+def analysis(name):
+    """An analysis's config section (layer_cutoff, combinations, reinit, features), or None if not configured."""
+    return config.get("analyses", {}).get(name)
+
+
 def dataset_config(dataset):
     return config["datasets"][dataset]
 
@@ -85,6 +90,13 @@ LIBRARY_ENTRY = {
     "evaluate": ["evaluation", "attacks", "checkpoints", "datasets"],
     "table": ["tables"],
     "figure": ["plots"],
+    "retrain_layers": ["training", "checkpoints", "datasets", "models", "analyses"],
+    "reinit": ["analyses", "evaluation", "attacks", "checkpoints", "datasets"],
+    "analysis_table": ["tables", "analyses"],
+    "analysis_figure": ["analysis_plots", "analyses", "models"],
+    "sample_features": ["features", "attacks", "checkpoints", "datasets"],
+    "embed_features": ["features"],
+    "feature_divergence": ["features"],
 }
 
 
@@ -126,8 +138,11 @@ def recipe_params(dataset, retrain=False):
     return {"name": cfg["recipe"], "overrides": dict(sorted(overrides.items()))}  # key order is no change
 
 
-def eval_params(dataset):
+def eval_params(dataset, analysis_name=None):
+    """The dataset's evaluation settings, with an analysis's `eval` overrides (smaller demo grids) on top."""
     cfg = dict(dataset_config(dataset)["eval"])
+    if analysis_name is not None:
+        cfg.update(analysis(analysis_name).get("eval", {}))
     cfg.setdefault("n", None)
     cfg.setdefault("restarts", 1)
     cfg.setdefault("batch_size", 256)
@@ -170,3 +185,89 @@ def named_figure(name):
 def opposite(pretraining):
     """The retraining mode of a setting: the opposite of its pretraining (paper §3)."""
     return "adversarial" if pretraining == "conventional" else "conventional"
+
+
+# --------------------------------------------------------------------------- analyses (paper §5-6)
+
+
+# Layers per arch (conv/linear with its BatchNorm, advlayers.models.layers): bounds the per-layer cut-offs before
+# any job runs; tests/test_workflow.py checks these against the library.
+LAYER_COUNTS = {"resnet18": 21, "resnet50": 54, "vgg11_bn": 11, "vgg16_bn": 16}
+
+
+for _name in ("layer_cutoff", "combinations", "features"):
+    _cfg = analysis(_name)
+    if _cfg and _cfg["dataset"] not in config["datasets"]:
+        _config_error(f"analyses.{_name}.dataset", _cfg["dataset"], list(config["datasets"]))
+
+
+for _ds in (analysis("reinit") or {}).get("datasets", []):
+    if _ds not in config["datasets"]:
+        _config_error("analyses.reinit.datasets", _ds, list(config["datasets"]))
+
+
+if analysis("layer_cutoff"):
+    _n = LAYER_COUNTS[analysis("layer_cutoff")["arch"]]
+    for _c in analysis("layer_cutoff")["cutoffs"]:
+        if not 0 <= _c <= _n:
+            _config_error("analyses.layer_cutoff.cutoffs", _c, [f"0..{_n} ({analysis('layer_cutoff')['arch']} has {_n} layers)"])
+
+
+def analysis_recipe(name, dataset):
+    """Retraining recipe of an analysis: the dataset's retraining recipe plus the analysis's overrides."""
+    params = recipe_params(dataset, retrain=True)
+    overrides = {**params["overrides"], **analysis(name).get("retrain_overrides", {})}
+    return {"name": params["name"], "overrides": dict(sorted(overrides.items()))}
+
+
+def analysis_of(name):
+    """Which analysis a checkpoint name belongs to (its evaluation settings may be smaller)."""
+    return {"layers": "layer_cutoff", "subset": "combinations"}.get(name.split("_")[0])
+
+
+def layer_cutoff_evaluations(wildcards=None):
+    cfg = analysis("layer_cutoff")
+    base = f"results/evaluations/{cfg['dataset']}/{cfg['arch']}"
+    return [f"{base}/layers_conventional_before{c}.json" for c in cfg["cutoffs"]] + [
+        f"{base}/pretrain_{p}.json" for p in PRETRAININGS
+    ]
+
+
+def combination_evaluations(wildcards=None):
+    cfg = analysis("combinations")
+    base = f"results/evaluations/{cfg['dataset']}/{cfg['arch']}"
+    return [f"{base}/subset_conventional_{mask}.json" for mask in cfg.get("subsets") or MODULE_SUBSETS]
+
+
+# All 64 subsets of m0..m5 as sets (bitmask i-th character = module m_i), the empty and the full set included.
+
+
+MODULE_SUBSETS = ["".join("1" if mask >> i & 1 else "0" for i in range(6)) for mask in range(64)]
+
+
+def reinit_results(wildcards=None):
+    cfg = analysis("reinit")
+    return [f"results/reinit/{ds}/{cfg['arch']}/{p}.parquet" for ds in cfg["datasets"] for p in PRETRAININGS]
+
+
+def feature_params():
+    cfg = analysis("features")
+    return {k: v for k, v in sorted(cfg.items()) if k not in ("methods", "embedding", "divergence")}
+
+
+def feature_base():
+    cfg = analysis("features")
+    return f"results/features/{cfg['dataset']}/{cfg['arch']}"
+
+
+def analysis_figures(name):
+    """Figure files of one analysis (empty if the config has none)."""
+    if not analysis(name):
+        return []
+    stems = {
+        "layer_cutoff": ["layer_cutoff"],
+        "combinations": ["combinations"],
+        "reinit": ["reinit"],
+        "features": [f"features_{m}" for m in analysis("features")["methods"]] + ["feature_divergence"],
+    }[name]
+    return [f"results/figures/{s}.{ext}" for s in stems for ext in ("png", "pdf")]

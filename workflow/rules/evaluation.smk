@@ -7,7 +7,7 @@ rule evaluate:
     output:
         "results/evaluations/{dataset}/{arch}/{name}.json",
     params:
-        attack=lambda wc: eval_params(wc.dataset),
+        attack=lambda wc: eval_params(wc.dataset, analysis_of(wc.name)),
         seed=config["seed"],
     log:
         "logs/evaluate/{dataset}/{arch}/{name}.log",

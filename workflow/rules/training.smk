@@ -8,7 +8,9 @@ rule pretrain:
         data=lambda wc: data_file(wc.dataset),
         library=library("pretrain"),
     output:
-        "results/checkpoints/{dataset}/{arch}/pretrain_{pretraining}.pt",
+        model="results/checkpoints/{dataset}/{arch}/pretrain_{pretraining}.pt",
+        # the epoch-0 weights, for layer re-initialisation (Fig. 7)
+        initial="results/checkpoints/{dataset}/{arch}/init_{pretraining}.pt",
     params:
         recipe=lambda wc: recipe_params(wc.dataset),
         seed=config["seed"],
@@ -17,7 +19,8 @@ rule pretrain:
         "logs/pretrain/{dataset}/{arch}/{pretraining}.log",
     threads: job_threads()
     resources:
-        gpu=job_gpus(),
+        # gpus > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (workflow/scripts/pretrain.py)
+        gpu=lambda wc: resources_of(wc.dataset, "pretrain", "gpu", job_gpus()),
         runtime=lambda wc: resources_of(wc.dataset, "pretrain", "runtime", 60),
         mem_mb=lambda wc: resources_of(wc.dataset, "pretrain", "mem_mb", 4000),
     conda:
