@@ -20,7 +20,15 @@ Cost model (single-GPU-equivalent hours, one job = one checkpoint or one evaluat
   later modules skips part of the backward pass); cut-offs that retrain nothing (before 0, after 6) cost 0;
 * evaluation of one checkpoint: ``n`` test images x (F + restarts * (steps + F)) units, F = 1/3 (a forward pass
   is about a third of a forward + backward); PGD-200 with one restart is about 201 units per image;
-* a ``precision: bf16`` recipe runs ``AMP_SPEEDUP`` times faster than the fp32 (TF32) reference.
+* the analyses (config ``analyses``): Fig. 5 per-layer and Fig. 6 module-subset retraining are priced like
+  retraining (adversarial, the analysis's ``retrain_overrides`` applied) and evaluated once per checkpoint with
+  the analysis's ``eval`` overrides; Fig. 7 re-initialisation is one job per (dataset, pretraining) doing
+  ``1 + 2 x layers`` evaluations; Fig. 8 feature sampling is one PGD attack on ``n_images``; the CPU-only
+  embeddings are left out;
+* a ``precision: bf16`` recipe runs ``AMP_SPEEDUP`` times faster than the fp32 (TF32) reference;
+* a job with g GPUs (``datasets.<name>.resources.pretrain.gpu``) takes 1/g of the wall-clock time (the
+  GPU-hours stay the same); jobs longer than their rule's time limit are flagged: training resumes over
+  several submissions, evaluation-type jobs (evaluate, reinit, sample_features) do not.
 
 Reference throughputs (``THROUGHPUT``; assumptions, not measurements on the paper's hardware)
 ---------------------------------------------------------------------------------------------

@@ -160,7 +160,8 @@ rule reinit:
     threads: job_threads()
     resources:
         gpu=job_gpus(),
-        runtime=lambda wc: resources_of(wc.dataset, "evaluate", "runtime", 60),
+        # evaluations keep no resume state: a retry after a time-out gets a longer limit
+        runtime=lambda wc, attempt: resources_of(wc.dataset, "evaluate", "runtime", 60) * attempt,
         mem_mb=lambda wc: resources_of(wc.dataset, "evaluate", "mem_mb", 4000),
     conda:
         "../../envs/advlayers.yaml"
@@ -223,7 +224,8 @@ rule sample_features:
     threads: job_threads()
     resources:
         gpu=job_gpus(),
-        runtime=lambda wc: resources_of(wc.dataset, "evaluate", "runtime", 60),
+        # evaluations keep no resume state: a retry after a time-out gets a longer limit
+        runtime=lambda wc, attempt: resources_of(wc.dataset, "evaluate", "runtime", 60) * attempt,
         mem_mb=lambda wc: resources_of(wc.dataset, "evaluate", "mem_mb", 4000),
     conda:
         "../../envs/advlayers.yaml"
@@ -244,6 +246,9 @@ rule embed_features:
         embedding=lambda wc: analysis("features").get("embedding", {}),
         seed=config["seed"],
     threads: 2
+    resources:
+        runtime=240,
+        mem_mb=16000,
     log:
         "logs/embed_features/{dataset}/{arch}/{pretraining}_{method}.log",
     conda:
@@ -262,6 +267,9 @@ rule feature_divergence:
     params:
         divergence=lambda wc: analysis("features").get("divergence", {}),
         seed=config["seed"],
+    resources:
+        runtime=120,
+        mem_mb=16000,
     log:
         "logs/feature_divergence/{dataset}/{arch}/{pretraining}.log",
     conda:

@@ -14,7 +14,8 @@ rule evaluate:
     threads: job_threads()
     resources:
         gpu=job_gpus(),
-        runtime=lambda wc: resources_of(wc.dataset, "evaluate", "runtime", 60),
+        # evaluations keep no resume state: a retry after a time-out gets a longer limit
+        runtime=lambda wc, attempt: resources_of(wc.dataset, "evaluate", "runtime", 60) * attempt,
         mem_mb=lambda wc: resources_of(wc.dataset, "evaluate", "mem_mb", 4000),
     conda:
         "../../envs/advlayers.yaml"
