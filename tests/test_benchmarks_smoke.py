@@ -22,4 +22,4 @@ def test_benchmarks_quick_writes_a_table(tmp_path):
         assert heading in text, heading
     assert "| resnet18 | torchattacks fp32 |" in text
     assert "| conventional |" in text and "| adversarial |" in text
-    assert "not measured: no GPU" in text.lower() or "Measured on" in text
+    assert "not measured: no gpu" in text.lower() or "Measured on" in text
