@@ -610,6 +610,11 @@ def write_report(path: Path, body: str, pipeline: str | None, info: dict) -> Non
     path.write_text(body + "\n" + pipeline + "\n" + extra)
 
 
+def _json_path(out: Path) -> Path:
+    """The raw figures: benchmarks/_work/results.json for the default report, else next to the report."""
+    return WORK / "results.json" if out.resolve() == (HERE / "results.md").resolve() else out.with_suffix(".json")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke version (< 1 min): tiny sizes, figures not meaningful")
@@ -640,7 +645,7 @@ def main(argv=None) -> int:
           flush=True)
     only = set(args.only.split(","))
     res = {}
-    previous = WORK / (out.stem + ".json")
+    previous = _json_path(out)
     if only != ALL_SECTIONS and previous.exists():
         # a partial rerun: the sections not rerun keep their earlier figures
         res = json.loads(previous.read_text())["results"]
@@ -671,8 +676,8 @@ def main(argv=None) -> int:
         pipeline = pipeline_section(info, bench_pipeline(args))
     body = render(info, res, args)
     write_report(out, body, pipeline, info)
-    WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / (out.stem + ".json")).write_text(json.dumps({"machine": info, "results": res}, indent=1, default=str))
+    _json_path(out).parent.mkdir(parents=True, exist_ok=True)
+    _json_path(out).write_text(json.dumps({"machine": info, "results": res}, indent=1, default=str))
     print(body)
     print(f"wrote {out}")
     return 0

@@ -109,3 +109,22 @@ def test_bad_direction_and_arch():
         build_model("alexnet", 10, 32)
     with pytest.raises(ValueError, match="num_classes"):
         build_model("resnet18", 1, 32)
+
+
+def test_register_own_arch():
+    from advlayers import models
+
+    def tiny(name, num_classes):
+        block = lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                                                nn.ReLU(), nn.MaxPool2d(2))
+        return [nn.Sequential(Normalize(), *block(3, 8)), block(8, 8), block(8, 8), block(8, 8), block(8, 8),
+                nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, num_classes))]
+
+    models.register_arch("tiny_test_net", tiny)
+    try:
+        m = build_model("tiny_test_net", 10, 32, seed=0)
+        assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10) and len(layers(m)) == 6
+        with pytest.raises(ValueError, match="already registered"):
+            models.register_arch("tiny_test_net", tiny)
+    finally:
+        models._BUILDERS.pop("tiny_test_net")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .models import ModularNet, layers
+from .models import ARCHS, ModularNet, layers
 
 BN_MODES = ("eval", "train", "keep")
 
@@ -98,9 +98,12 @@ def _shallow_copy(module: nn.Module) -> nn.Module:
 
 def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv, bn) names of the Conv2d -> BatchNorm2d pairs that can be folded in the model's current modes:
-    a ModularNet (its `layers` pairing is forward order), BN in eval mode with running statistics, no hooks."""
-    if not isinstance(model, ModularNet):
-        return []  # e.g. a torch.compile'd or DDP-wrapped net: left as it is
+    a built-in ModularNet (its `layers` pairing is forward order), BN in eval mode with running statistics,
+    no hooks."""
+    if not isinstance(model, ModularNet) or getattr(model, "spec", None) is None or model.spec.arch not in ARCHS:
+        # a torch.compile'd or DDP-wrapped net is left as it is; so is an arch added with `register_arch`,
+        # whose definition order (which `layers` pairs by) need not be its forward order
+        return []
     if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules()):
         return []
     pairs = []

@@ -115,9 +115,18 @@ _BUILDERS = {
 }
 
 
+def register_arch(name: str, builder) -> None:
+    """Add an architecture: `builder(name, num_classes) -> [m0, ..., m5]` (six nn.Modules applied in order,
+    cut at the downsampling layers, m0 starting with `Normalize()`). Training, attacks, evaluation and the
+    analyses then work on it by name (the workflow's config schema lists the four paper archs)."""
+    if name in _BUILDERS:
+        raise ValueError(f"arch {name!r} is already registered")
+    _BUILDERS[name] = builder
+
+
 def check_arch(arch: str) -> str:
     if arch not in _BUILDERS:
-        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCHS)}")
+        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(_BUILDERS)}")
     return arch
 
 
