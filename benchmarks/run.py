@@ -441,14 +441,18 @@ def bench_pipeline(args) -> dict:
         out = {
             "demo": _timed([*snake, "--cores", "2", "all_figures"], tmp, env, time_v=True),
             "noop_rerun": _timed([*snake, "--cores", "2", "all_figures"], tmp, env),
-            "paper_dry_run": _timed([*snake, "-n", "--configfile", "config/paper.yaml", "all_figures"], tmp, env),
+            # `--configfile=...`: the option takes several values, a following target would be read as a config file
+            "paper_dry_run": _timed([*snake, "-n", "--configfile=config/paper.yaml", "all_figures"], tmp, env),
         }
         for k, v in out.items():
             print(f"  {k}: {v['seconds']:.1f}s rc={v['rc']}" + (f" peak RSS {v['max_rss_mib']:.0f} MiB"
                                                                if "max_rss_mib" in v else ""), flush=True)
         return out
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep_pipeline_copy:
+            print(f"  the demo's copy (figures in results/figures): {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- report
@@ -631,6 +635,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="pgd,profile,eval,training,memory",
                     help="comma-separated sections to run (pgd, profile, eval, training, memory)")
     ap.add_argument("--pipeline", action="store_true", help="also time the Snakemake demo (section 4)")
+    ap.add_argument("--keep-pipeline-copy", action="store_true", help="keep the demo's temporary copy (results)")
     ap.add_argument("--memory-child", choices=("baseline", "eval"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 5)
