@@ -41,6 +41,8 @@ rule all_figures:
     input:
         [f for dataset in config["datasets"] for f in figure_files(dataset)],
         [analysis_figures(name) for name in ("layer_cutoff", "combinations", "reinit", "features")],
+        # and every table (results/tables/cutoff.parquet gathers all datasets)
+        table_files(),
 
 
 rule fig2:
@@ -88,9 +90,7 @@ rule fig8:
 rule tables:
     """One row per checkpoint and evaluation, every configured dataset."""
     input:
-        "results/tables/cutoff.parquet",
-        [f"results/tables/{t}.parquet" for t, a in (("layer_cutoff", "layer_cutoff"), ("combinations", "combinations"),
-                                                   ("reinit", "reinit"), ("feature_divergence", "features")) if analysis(a)],
+        table_files(),
 
 
 localrules:

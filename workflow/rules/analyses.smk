@@ -40,7 +40,7 @@ rule table_layer_cutoff:
         evaluations=layer_cutoff_evaluations,
         library=library("analysis_table"),
     output:
-        "results/tables/layer_cutoff.parquet",
+        report("results/tables/layer_cutoff.parquet", caption="../report/table.rst", category="Tables"),
     params:
         kind="layer_cutoff",
     log:
@@ -108,7 +108,7 @@ rule table_combinations:
         evaluations=combination_evaluations,
         library=library("analysis_table"),
     output:
-        "results/tables/combinations.parquet",
+        report("results/tables/combinations.parquet", caption="../report/table.rst", category="Tables"),
     params:
         kind="combinations",
     log:
@@ -174,7 +174,7 @@ rule table_reinit:
         parts=reinit_results,
         library=library("analysis_table"),
     output:
-        "results/tables/reinit.parquet",
+        report("results/tables/reinit.parquet", caption="../report/table.rst", category="Tables"),
     params:
         kind="reinit",
     log:
@@ -283,7 +283,7 @@ rule table_feature_divergence:
         parts=lambda wc: [f"{feature_base()}/{p}_divergence.parquet" for p in PRETRAININGS],
         library=library("analysis_table"),
     output:
-        "results/tables/feature_divergence.parquet",
+        report("results/tables/feature_divergence.parquet", caption="../report/table.rst", category="Tables"),
     params:
         kind="feature_divergence",
     log:

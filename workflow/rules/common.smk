@@ -271,3 +271,10 @@ def analysis_figures(name):
         "features": [f"features_{m}" for m in analysis("features")["methods"]] + ["feature_divergence"],
     }[name]
     return [f"results/figures/{s}.{ext}" for s in stems for ext in ("png", "pdf")]
+
+
+def table_files():
+    """Every result table of the config: the cut-off table and those of the configured analyses."""
+    analyses = (("layer_cutoff", "layer_cutoff"), ("combinations", "combinations"), ("reinit", "reinit"),
+                ("feature_divergence", "features"))
+    return ["results/tables/cutoff.parquet"] + [f"results/tables/{t}.parquet" for t, a in analyses if analysis(a)]

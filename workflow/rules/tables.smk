@@ -19,7 +19,7 @@ rule table:
         evaluations=[e for dataset in config["datasets"] for e in evaluations(dataset)],
         library=library("table"),
     output:
-        "results/tables/cutoff.parquet",
+        report("results/tables/cutoff.parquet", caption="../report/table.rst", category="Tables"),
     log:
         "logs/table/cutoff.log",
     conda:
