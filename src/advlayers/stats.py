@@ -1,0 +1,82 @@
+"""Uncertainty of accuracies and of statistics built from them (numpy only).
+
+* `wilson`: the 95% Wilson score interval of one accuracy (k correct of n).
+* `mcnemar_exact`: exact two-sided McNemar test of two classifiers on the same images (paired).
+* `bootstrap`: percentile interval of any statistic of several cells' per-sample outcomes, resampling the
+  test images (one index draw shared by every cell, so comparisons stay paired) and, with several training
+  seeds, the seeds first (a two-stage bootstrap: the seed spread enters the interval).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson(k, n, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (n >= 1); (nan, nan) for n == 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(a_correct, b_correct) -> float:
+    """Two-sided exact McNemar p-value: do classifiers a and b differ in accuracy on the same samples?"""
+    a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes differ in length: {a.shape} vs {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def bootstrap(outcomes: Mapping[str, np.ndarray], statistic: Callable[[Mapping[str, np.ndarray]], float], *,
+              n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(estimate, lo, hi) of `statistic` over cells' outcomes.
+
+    `outcomes[cell]` is a (seeds, images) 0/1 array: per-sample correctness of that cell for each training seed,
+    columns aligned on the same test images for every cell. `statistic` receives {cell: accuracy} (the mean
+    over seeds and images) and returns a float (nan where undefined). Each replicate draws seeds with
+    replacement (when there are several), then images with replacement, the same draws for every cell.
+    The interval is the percentile interval of the finite replicates; (est, nan, nan) if fewer than 90% are finite.
+    """
+    cells = list(outcomes)
+    arrays = {c: np.atleast_2d(np.asarray(outcomes[c], dtype=np.float64)) for c in cells}
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"every cell needs the same (seeds, images) outcomes, got {sorted(shapes)}")
+    n_seeds, n_images = shapes.pop()
+    estimate = float(statistic({c: float(a.mean()) for c, a in arrays.items()}))
+    rng = np.random.default_rng(seed)
+    stacked = np.stack([arrays[c] for c in cells])  # (cells, seeds, images)
+    values = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // max(1, len(cells) * n_seeds * n_images))
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        seed_idx = rng.integers(0, n_seeds, (b, n_seeds)) if n_seeds > 1 else np.zeros((b, 1), int)
+        image_idx = rng.integers(0, n_images, (b, n_images))
+        # accuracy of each cell in each replicate: mean over the drawn seeds' rows and the drawn images
+        per_seed = stacked[:, seed_idx[:, :, None], image_idx[:, None, :]].mean(axis=3)  # (cells, b, seeds)
+        acc = per_seed.mean(axis=2)  # (cells, b)
+        for j in range(b):
+            values[done + j] = statistic({c: acc[i, j] for i, c in enumerate(cells)})
+        done += b
+    finite = values[np.isfinite(values)]
+    if len(finite) < 0.9 * n_boot:
+        return estimate, math.nan, math.nan
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(finite, [alpha, 1 - alpha])
+    return estimate, float(lo), float(hi)
