@@ -1,9 +1,10 @@
 # advlayers: which layers make a network susceptible to adversarial attacks (block-wise retraining).
 #
-#   snakemake --cores 2 all_figures                                  embedded demo (MNIST-5k, CPU, ~10 min)
-#   snakemake --configfile config/paper.yaml --executor slurm ...   the paper's figures
+#   snakemake --cores 2 all_figures                              embedded demo (MNIST-5k, CPU; README for its time)
+#   snakemake --profile slurm all_figures --configfile config/paper.yaml      the paper, on a SLURM cluster
 #
-# Stages: prepare_data -> pretrain -> retrain (cut-off grid) -> evaluate -> table -> figure.
+# Stages: prepare_data -> pretrain -> retrain (every cell once) -> evaluate -> table -> figure -> claims.
+# The grid (which cells, checkpoints and evaluations a config implies) is src/advlayers/grid.py.
 
 
 # The embedded demo config, unless --configfile names another: Snakemake would otherwise deep-merge the two
@@ -13,105 +14,99 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
-    arch="|".join(ARCHS),
-    pretraining="|".join(PRETRAININGS),
-    direction="|".join(DIRECTIONS),
-    cutoff="[0-6]",
-    name=r"pretrain_(conventional|adversarial)|retrain_(conventional|adversarial)_(before|after)[0-6]"
-    r"|layers_(conventional|adversarial)_(before|after)\d+|subset_(conventional|adversarial)_[01]{6}",
+    arch="|".join(grid.ARCHS),
+    seed=r"\d+",
+    pretraining="|".join(grid.PRETRAININGS),
+    batch=r"m[01]{6}|l\d+-\d+|batch\d+",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/analyses.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
-include: "workflow/rules/analyses.smk"
+include: "workflow/rules/claims.smk"
+include: "workflow/rules/verify.smk"
 
 
 # --------------------------------------------------------------------------- targets
 
 
 rule all_figures:
-    """Every figure of the configured datasets (the default target)."""
+    """Every figure and table of the config, and the claims check (the default target)."""
     input:
-        [f for dataset in config["datasets"] for f in figure_files(dataset)],
-        [analysis_figures(name) for name in ("layer_cutoff", "combinations", "reinit", "features")],
-        # and every table (results/tables/cutoff.parquet gathers all datasets)
-        table_files(),
+        [p for stem in grid.figures(config) for p in grid.figure_paths(stem)],
+        [grid.table_path(t) for t in grid.tables(config)],
+        rules.claims.output,
+    default_target: True
+    localrule: True
 
 
 rule fig2:
     """Paper Fig. 2: the cut-off figure of config figures.fig2 (CIFAR-10 in config/paper.yaml)."""
     input:
-        named_figure("fig2"),
+        config_error(lambda wc: grid.named_figure(config, "fig2")),
+    localrule: True
 
 
 rule fig3:
     """Paper Fig. 3: the cut-off figure of config figures.fig3 (Imagenette in config/paper.yaml)."""
     input:
-        named_figure("fig3"),
+        config_error(lambda wc: grid.named_figure(config, "fig3")),
+    localrule: True
 
 
 rule fig4:
     """Paper Fig. 4: the cut-off figure of config figures.fig4 (ImageNet in config/paper.yaml)."""
     input:
-        named_figure("fig4"),
+        config_error(lambda wc: grid.named_figure(config, "fig4")),
+    localrule: True
 
 
 rule fig5:
     """Paper Fig. 5: per-layer cut-off (config analyses.layer_cutoff)."""
     input:
-        analysis_figures("layer_cutoff"),
+        config_error(lambda wc: grid.named_figure(config, "fig5")),
+    localrule: True
 
 
 rule fig6:
-    """Paper Fig. 6: all 64 module combinations (config analyses.combinations)."""
+    """Paper Fig. 6: module subsets (config analyses.module_subsets)."""
     input:
-        analysis_figures("combinations"),
+        config_error(lambda wc: grid.named_figure(config, "fig6")),
+    localrule: True
 
 
 rule fig7:
-    """Paper Fig. 7: layer-wise re-initialisation and re-randomisation (config analyses.reinit)."""
+    """Paper Fig. 7: layer-wise re-initialisation, rewind and redraw (config analyses.reinit)."""
     input:
-        analysis_figures("reinit"),
+        config_error(lambda wc: grid.named_figure(config, "fig7")),
+    localrule: True
 
 
 rule fig8:
     """Paper Fig. 8 (+ divergence statistics): clean vs adversarial activations (config analyses.features)."""
     input:
-        analysis_figures("features"),
+        config_error(lambda wc: grid.named_figure(config, "fig8")),
+    localrule: True
 
 
 rule tables:
-    """One row per checkpoint and evaluation, every configured dataset."""
+    """Every table of the config."""
     input:
-        table_files(),
+        [grid.table_path(t) for t in grid.tables(config)],
+    localrule: True
 
 
-localrules:
-    all_figures,
-    fig2,
-    fig3,
-    fig4,
-    fig5,
-    fig6,
-    fig7,
-    fig8,
-    tables,
-    table_layer_cutoff,
-    table_combinations,
-    table_reinit,
-    table_feature_divergence,
-    figure_layer_cutoff,
-    figure_combinations,
-    figure_reinit,
-    figure_features,
-    figure_feature_divergence,
-    table_dataset,
-    table,
-    figure,
+# `snakemake preflight --configfile config/paper.yaml config/preflight.yaml` (docs/cluster.md); after all_figures,
+# which it builds on.
+include: "workflow/rules/preflight.smk"

@@ -1,3 +1,6 @@
+"""Paper §5 analyses: the layer table (Fig. 5), the module-subset summary (Fig. 6) and layer-wise
+re-initialisation (Fig. 7: rewind to the epoch-0 values, redraw from the initial distribution). Narrow nets."""
+
 import itertools
 
 import numpy as np
@@ -5,31 +8,29 @@ import pandas as pd
 import pytest
 import torch
 
-from advlayers.analyses import (
-    combination_summary,
-    layer_cutoff_units,
-    layer_table,
-    module_subsets,
-    reinit_grid,
-    reinit_layer,
-    subset_from_id,
-    subset_id,
-)
+from advlayers import grid
+from advlayers.analyses import combination_summary, layer_table, reinit_grid, reinit_layer, subset_id
 from advlayers.models import build_model, layers, parameter_count
-from advlayers.training import check_units
+
+from conftest import WIDTH
 
 PRETRAIN_SEED = 0
 
 
+def module_subsets():
+    """The 64 module subsets as name tuples, () first."""
+    return [grid.mask_modules(mask) for mask in grid.all_subsets()]
+
+
 @pytest.fixture(scope="module")
 def initial_state():
-    return build_model("resnet18", 10, 32, seed=PRETRAIN_SEED).state_dict()
+    return build_model("resnet18", 10, 32, seed=PRETRAIN_SEED, width=WIDTH).state_dict()
 
 
 @pytest.fixture(scope="module")
 def trained(initial_state):
     """Stands in for a pretrained net: every parameter and buffer moved away from its initial value."""
-    model = build_model("resnet18", 10, 32, seed=PRETRAIN_SEED)
+    model = build_model("resnet18", 10, 32, seed=PRETRAIN_SEED, width=WIDTH)
     model.load_state_dict(initial_state)
     g = torch.Generator().manual_seed(123)
     with torch.no_grad():
@@ -45,27 +46,7 @@ def _same(a: dict, b: dict, keys) -> bool:
     return all(torch.equal(a[k], b[k]) for k in keys)
 
 
-# --------------------------------------------------------------------------- per-layer cut-off
-
-
-def test_layer_cutoff_units_are_the_first_k_layers(trained):
-    expected = ["m0.1", "m0.2", "m1.1.0.conv1", "m1.1.0.bn1", "m1.1.0.conv2", "m1.1.0.bn2"]
-    assert layer_cutoff_units(trained, 3) == expected
-    n = len(layers(trained))
-    assert n == 21  # resnet18: stem conv, 16 block convs, 3 downsample convs, fc
-    after = layer_cutoff_units(trained, 3, "after")
-    assert after[:2] == ["m1.1.1.conv1", "m1.1.1.bn1"] and after[-1] == "m5.2"
-    assert layer_cutoff_units(trained, 0) == [] and layer_cutoff_units(trained, n, "after") == []
-    all_names = layer_cutoff_units(trained, n)
-    assert all_names == layer_cutoff_units(trained, 0, "after") == [x for layer in layers(trained) for x in layer.names]
-    for k in range(n + 1):
-        assert layer_cutoff_units(trained, k) + layer_cutoff_units(trained, k, "after") == all_names
-    assert check_units(trained, all_names) == all_names  # retrain() accepts them
-    for bad in (-1, n + 1, 1.5, True, "3"):
-        with pytest.raises(ValueError, match="cut-off"):
-            layer_cutoff_units(trained, bad)
-    with pytest.raises(ValueError, match="direction"):
-        layer_cutoff_units(trained, 1, "middle")
+# --------------------------------------------------------------------------- layer table (Fig. 5)
 
 
 def test_layer_table_marks_modules_and_counts_parameters(trained):
@@ -73,9 +54,14 @@ def test_layer_table_marks_modules_and_counts_parameters(trained):
     assert [row["index"] for row in table] == list(range(21))
     assert [row["module"] for row in table] == ["m0"] + ["m1"] * 4 + ["m2"] * 5 + ["m3"] * 5 + ["m4"] * 5 + ["m5"]
     assert table[7]["conv"] == "m2.0.downsample.0" and table[7]["bn"] == "m2.0.downsample.1"
-    assert table[-1]["bn"] is None
-    assert table[0]["n_params"] == 64 * 3 * 7 * 7 + 2 * 64
+    assert table[7]["torchvision_name"] == "layer2.0.downsample.0" and table[0]["torchvision_name"] == "conv1"
+    assert table[-1]["bn"] is None and table[-1]["torchvision_name"] == "fc"
+    assert table[0]["n_params"] == 16 * 3 * 7 * 7 + 2 * 16  # width 0.25: 16 stem channels
+    assert table[-1]["n_params"] == 128 * 10 + 10
     assert sum(row["n_params"] for row in table) == parameter_count(trained)
+    # the module boundaries are the grid's
+    spans = grid.module_spans("resnet18")
+    assert [row["module"] for row in table] == [f"m{m}" for m, span in enumerate(spans) for _ in span]
 
 
 # --------------------------------------------------------------------------- module combinations
@@ -85,14 +71,13 @@ def test_module_subsets_are_all_64_distinct():
     subsets = module_subsets()
     assert len(subsets) == 64 and len(set(subsets)) == 64
     assert {subset_id(s) for s in subsets} == {"".join(bits) for bits in itertools.product("01", repeat=6)}
-    assert subsets[0] == () and subsets[-1] == ("m0", "m1", "m2", "m3", "m4", "m5")
-    assert module_subsets() == subsets  # stable order
-    assert subset_id(("m0", "m2")) == "101000"
+    assert subsets[0] == () and ("m0", "m1", "m2", "m3", "m4", "m5") in subsets
+    assert subset_id(("m0", "m2")) == "101000" == subset_id(("m2", "m0"))
     for s in subsets:
-        assert subset_from_id(subset_id(s)) == s
+        assert grid.mask_modules(subset_id(s)) == s
     for bad in ("10100", "10100x", 101000):
         with pytest.raises(ValueError):
-            subset_from_id(bad)
+            grid.mask_modules(bad)
     with pytest.raises(ValueError):
         subset_id(("m6",))
 
@@ -120,19 +105,26 @@ def test_combination_summary_medians():
     # the bitmask column gives the same answer
     by_mask = df.assign(subset=[subset_id(s) for s in module_subsets()] * 2).drop(columns="retrained_modules")
     pd.testing.assert_frame_equal(combination_summary(by_mask, by=["pretrain"]), summary)
+    # and so do masks whose leading zeros a CSV reader dropped ('001000' read as 1000)
+    as_int = by_mask.assign(subset=by_mask["subset"].astype(int))
+    pd.testing.assert_frame_equal(combination_summary(as_int, by=["pretrain"]), summary)
     with pytest.raises(ValueError, match="subset"):
         combination_summary(df.drop(columns="retrained_modules"))
 
 
-# --------------------------------------------------------------------------- layer re-initialisation
+# --------------------------------------------------------------------------- layer re-initialisation (Fig. 7)
 
 
-def test_reinit_changes_exactly_one_layer_back_to_its_initial_values(trained, initial_state):
+def _layer_keys(state, layer):
+    return {k for k in state if k.rsplit(".", 1)[0] in layer.names}
+
+
+def test_rewind_sets_exactly_one_layer_back_to_its_epoch0_values(trained, initial_state):
     before = {k: v.clone() for k, v in trained.state_dict().items()}
     layer = layers(trained)[5]  # m2.0.conv1 + m2.0.bn1
-    new = reinit_layer(trained, layer.index, initial_state=initial_state, how="reinit")
+    new = reinit_layer(trained, layer.index, initial_state=initial_state, operation="rewind")
     state = new.state_dict()
-    layer_keys = {k for k in state if k.rsplit(".", 1)[0] in layer.names}
+    layer_keys = _layer_keys(state, layer)
     assert layer_keys == {"m2.0.conv1.weight", "m2.0.bn1.weight", "m2.0.bn1.bias", "m2.0.bn1.running_mean",
                           "m2.0.bn1.running_var", "m2.0.bn1.num_batches_tracked"}
     assert _same(state, initial_state, layer_keys)
@@ -140,88 +132,85 @@ def test_reinit_changes_exactly_one_layer_back_to_its_initial_values(trained, in
     assert not any(torch.equal(state[k], before[k]) for k in layer_keys)
     assert _same(trained.state_dict(), before, before)  # the input model is untouched
     assert not new.training
-    # same layer by name
-    by_name = reinit_layer(trained, "m2.0.conv1", initial_state=initial_state, how="reinit")
-    assert _same(by_name.state_dict(), state, state)
+    # the default operation is rewind; the same layer by conv name, by BN name or as a Layer
+    for ref in ("m2.0.conv1", "m2.0.bn1", layer):
+        assert _same(reinit_layer(trained, ref, initial_state=initial_state).state_dict(), state, state)
 
 
-def test_reinit_keep_stats_keeps_trained_running_statistics(trained, initial_state):
-    new = reinit_layer(trained, 0, initial_state=initial_state, how="reinit", bn_policy="keep_stats").state_dict()
+def test_rewind_keep_stats_keeps_trained_running_statistics(trained, initial_state):
+    new = reinit_layer(trained, 0, initial_state=initial_state, operation="rewind", bn_policy="keep_stats").state_dict()
     old = trained.state_dict()
     assert _same(new, initial_state, ["m0.1.weight", "m0.2.weight", "m0.2.bias"])
     assert _same(new, old, ["m0.2.running_mean", "m0.2.running_var", "m0.2.num_batches_tracked"])
+    assert not torch.equal(new["m0.2.running_mean"], initial_state["m0.2.running_mean"])
     assert _same(new, old, [k for k in new if not k.startswith(("m0.1.", "m0.2."))])
 
 
-def test_rerandomize_draws_fresh_values(trained, initial_state):
+def test_redraw_is_a_fresh_draw_from_the_same_law(trained, initial_state):
+    redraw_seed = grid.REDRAW_SEED_OFFSET + PRETRAIN_SEED
     fc = layers(trained)[-1]
-    new = reinit_layer(trained, fc, initial_state=initial_state, how="rerandomize", seed=PRETRAIN_SEED + 1).state_dict()
+    new = reinit_layer(trained, fc, initial_state=initial_state, operation="redraw", seed=redraw_seed).state_dict()
     old = trained.state_dict()
     for key in ("m5.2.weight", "m5.2.bias"):
         assert not torch.equal(new[key], old[key]) and not torch.equal(new[key], initial_state[key])
-    assert new["m5.2.weight"].std() == pytest.approx(initial_state["m5.2.weight"].std(), rel=0.1)  # same law
+    assert float(new["m5.2.weight"].std()) == pytest.approx(float(initial_state["m5.2.weight"].std()), rel=0.15)
     assert _same(new, old, [k for k in new if not k.startswith("m5.2.")])
-    conv = reinit_layer(trained, 1, how="rerandomize", seed=5).state_dict()
-    assert not torch.equal(conv["m1.1.0.conv1.weight"], initial_state["m1.1.0.conv1.weight"])
-    assert torch.equal(conv["m1.1.0.bn1.running_var"], initial_state["m1.1.0.bn1.running_var"])  # reset: ones
+    fresh = build_model("resnet18", 10, 32, seed=redraw_seed, width=WIDTH).state_dict()
+    assert _same(new, fresh, ["m5.2.weight", "m5.2.bias"])  # the draw of `seed`, at the net's width
+    # a conv layer: redraw differs from the trained and the epoch-0 weights; BN reset to its initial values
+    conv = reinit_layer(trained, 1, operation="redraw", seed=5).state_dict()
+    rewound = reinit_layer(trained, 1, initial_state=initial_state, operation="rewind").state_dict()
+    key = "m1.1.0.conv1.weight"
+    assert not torch.equal(conv[key], initial_state[key]) and not torch.equal(conv[key], old[key])
+    assert float(conv[key].std()) == pytest.approx(float(initial_state[key].std()), rel=0.15)  # same law
+    for bn_key in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(conv[f"m1.1.0.bn1.{bn_key}"], rewound[f"m1.1.0.bn1.{bn_key}"])  # reset: 1, 0, 0, 1, 0
+    kept = reinit_layer(trained, 1, operation="redraw", seed=5, bn_policy="keep_stats").state_dict()
+    assert torch.equal(kept[key], conv[key]) and torch.equal(kept["m1.1.0.bn1.running_var"], old["m1.1.0.bn1.running_var"])
+    assert torch.equal(kept["m1.1.0.bn1.weight"], initial_state["m1.1.0.bn1.weight"])
+
+
+def test_reinit_errors(trained, initial_state):
     with pytest.raises(ValueError, match="pretraining seed"):
-        reinit_layer(trained, 1, initial_state=initial_state, how="rerandomize", seed=PRETRAIN_SEED)
+        reinit_layer(trained, 1, initial_state=initial_state, operation="redraw", seed=PRETRAIN_SEED)
+    with pytest.raises(ValueError, match="needs a seed"):
+        reinit_layer(trained, 1, initial_state=initial_state, operation="redraw")
     with pytest.raises(ValueError, match="initial_state"):
-        reinit_layer(trained, 1, how="reinit")
-    with pytest.raises(ValueError, match="unknown layer"):
+        reinit_layer(trained, 1, operation="rewind")
+    with pytest.raises(ValueError, match=r"unknown layer 21: give an index in 0..20"):
         reinit_layer(trained, 21, initial_state=initial_state)
+    with pytest.raises(ValueError, match="unknown layer"):
+        reinit_layer(trained, True, initial_state=initial_state)
     with pytest.raises(ValueError, match="bn_policy"):
         reinit_layer(trained, 1, initial_state=initial_state, bn_policy="zero")
+    for old_name in ("reinit", "rerandomize"):
+        with pytest.raises(ValueError, match="unknown operation .*valid choices: rewind, redraw"):
+            reinit_layer(trained, 1, initial_state=initial_state, operation=old_name, seed=5)
 
 
-def test_reinit_grid_covers_every_layer_and_both_hows(trained, initial_state):
-    grid = reinit_grid(trained, initial_state, seed=PRETRAIN_SEED + 1)
-    first = next(grid)
-    assert first[:3] == (-1, "none", "none") and first[3] is trained
+@pytest.mark.parametrize("bn_policy", ["reset", "keep_stats"])
+def test_reinit_grid_covers_every_layer_and_both_operations(trained, initial_state, bn_policy):
+    redraw_seed = grid.REDRAW_SEED_OFFSET
+    models = reinit_grid(trained, initial_state, seed=redraw_seed, bn_policy=bn_policy)
+    first = next(models)
+    assert first[:2] == (None, "none") and first[2] is trained
     seen = []
     old = trained.state_dict()
-    for index, name, how, model in grid:
-        seen.append((index, name, how))
-        if index == 12:  # m3.0.downsample: only that conv + BN differ from the trained net
-            state = model.state_dict()
-            changed = {k for k in state if not torch.equal(state[k], old[k])}
-            assert {k.rsplit(".", 1)[0] for k in changed} == {"m3.0.downsample.0", "m3.0.downsample.1"}
-    names = [layer.name for layer in layers(trained)]
-    assert seen == [(i, n, how) for i, n in enumerate(names) for how in ("reinit", "rerandomize")]
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def test_analysis_plots_write_png_and_pdf(tmp_path, trained):
-    from advlayers.analysis_plots import plot_combinations, plot_layer_cutoff, plot_reinit
-
-    table = layer_table(trained)
-    n = len(table)
-    rng = np.random.default_rng(0)
-    cutoff = pd.DataFrame([
-        {"setting": setting, "direction": direction, "cutoff": k, "clean_acc": 0.9 - 0.01 * rng.random(),
-         "robust_acc": min(0.45, 0.06 * k) if direction == "before" else 0.45 - min(0.4, 0.06 * k)}
-        for setting in ("conventional -> adversarial", "adversarial -> conventional")
-        for direction in ("before", "after") for k in range(n + 1)
-    ])
-    reference = pd.DataFrame([{"label": "pretrained conventional", "clean_acc": 0.93, "robust_acc": 0.0},
-                              {"label": "pretrained adversarial", "clean_acc": 0.8, "robust_acc": 0.45}])
-    plot_layer_cutoff(cutoff, tmp_path / "cut.png", tmp_path / "cut.pdf", layer_info=table, reference=reference)
-
-    rows = [{"pretrain": p, "subset": subset_id(s), "clean_acc": rng.uniform(0.8, 0.9),
-             "robust_acc": (0.4 if "m0" in s else 0.05) + rng.uniform(0, 0.1)}
-            for p in ("conventional", "adversarial") for s in module_subsets()]
-    plot_combinations(combination_summary(pd.DataFrame(rows), by=["pretrain"]), tmp_path / "comb.png", tmp_path / "comb.pdf")
-
-    names = [layer.name for layer in layers(trained)]
-    reinit = pd.DataFrame(
-        [{"pretrain": p, "dataset": "cifar10", "layer_index": -1, "layer_name": "none", "how": "none",
-          "clean_acc": 0.9, "robust_acc": 0.3} for p in ("conventional", "adversarial")]
-        + [{"pretrain": p, "dataset": "cifar10", "layer_index": i, "layer_name": name, "how": how,
-            "clean_acc": rng.uniform(0.1, 0.9), "robust_acc": rng.uniform(0, 0.4)}
-           for p in ("conventional", "adversarial") for i, name in enumerate(names) for how in ("reinit", "rerandomize")])
-    plot_reinit(reinit, tmp_path / "reinit.png", tmp_path / "reinit.pdf")
-    for name in ("cut", "comb", "reinit"):
-        for ext in ("png", "pdf"):
-            assert (tmp_path / f"{name}.{ext}").stat().st_size > 1000
+    fresh = build_model("resnet18", 10, 32, seed=redraw_seed, width=WIDTH).state_dict()
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    all_layers = layers(trained)
+    for layer, operation, model in models:
+        seen.append((layer.index, operation))
+        state = model.state_dict()
+        source = initial_state if operation == "rewind" else fresh
+        keys = _layer_keys(state, layer)
+        for key in keys:  # the layer's tensors from the source (trained statistics kept with keep_stats) ...
+            kept = bn_policy == "keep_stats" and key.rsplit(".", 1)[1] in stats
+            assert torch.equal(state[key], (old if kept else source)[key]), (layer.index, operation, key)
+        assert _same(state, old, set(state) - keys), (layer.index, operation)  # ... and nothing else changed
+        assert not torch.equal(state[f"{layer.name}.weight"], old[f"{layer.name}.weight"])
+        assert not model.training
+    assert len(seen) == 2 * len(all_layers) == 2 * grid.LAYER_COUNTS["resnet18"]
+    assert seen == [(i, op) for i in range(len(all_layers)) for op in ("rewind", "redraw")]
+    with pytest.raises(ValueError, match="pretraining seed"):
+        list(reinit_grid(trained, initial_state, seed=PRETRAIN_SEED))

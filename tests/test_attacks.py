@@ -41,15 +41,24 @@ def test_attack_touches_no_parameter_state(trained_digits_model, batch):
     model.eval()
 
 
-def test_bn_train_mode_uses_batch_statistics(trained_digits_model, batch):
+def test_keep_mode_uses_batch_statistics_of_train_mode_layers_only(trained_digits_model, batch):
+    """bn_mode="keep" leaves the model's modes as they are (training attacks: the trained layers use batch
+    statistics and update their running statistics, frozen layers stay in eval mode and are untouched)."""
     model = trained_digits_model
     x, y = batch
-    model.train()
-    before = model.m0[2].running_mean.clone()
-    pgd(model, x[:32], y[:32], eps=EPS, step_size=0.03, steps=1, bn_mode="train")
-    assert not torch.equal(before, model.m0[2].running_mean)
-    model.load_state_dict({**model.state_dict(), "m0.2.running_mean": before})
-    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        model.eval()
+        model.m1.train()  # as when m1 is retrained and the rest is frozen
+        pgd(model, x[:32], y[:32], eps=EPS, step_size=0.03, steps=2, bn_mode="keep")
+        after = model.state_dict()
+        changed = {k for k in after if not torch.equal(after[k], before[k])}
+        assert changed and all(k.startswith("m1.") for k in changed), changed
+        assert int(after["m1.1.0.bn1.num_batches_tracked"] - before["m1.1.0.bn1.num_batches_tracked"]) == 2
+        assert model.m1.training and not model.m0.training  # modes as they were
+    finally:
+        model.load_state_dict(before)
+        model.eval()
 
 
 def test_eps_zero_gives_clean_accuracy(trained_digits_model, batch):
@@ -125,19 +134,55 @@ def test_matches_torchattacks(trained_digits_model, digits):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(eps=-0.1, step_size=0.01, steps=1), "eps must be >= 0"),
-    (dict(eps=0.1, step_size=0.01, steps=-1), "steps"),
-    (dict(eps=0.1, step_size=0.01, steps=1, restarts=0), "restarts"),
+    (dict(eps=-0.1, step_size=0.01, steps=1), "eps .* must be >= 0"),
+    (dict(eps=5, step_size=0.01, steps=1), r"eps \(an L-inf radius in \[0,1\] pixel units, e.g. 8/255\) must be <= 1, got 5"),
+    (dict(eps="8/255", step_size=0.01, steps=1), "eps .* must be a number, got '8/255'"),
+    (dict(eps=True, step_size=0.01, steps=1), "eps .* must be a number, got True"),
+    (dict(eps=float("inf"), step_size=0.01, steps=1), "eps .* must be finite"),
+    (dict(eps=0.1, step_size=2, steps=1), "step_size must be <= 1"),
+    (dict(eps=0.1, step_size="0.01", steps=1), "step_size must be a number"),
+    (dict(eps=0.1, step_size=0.01, steps=-1), "steps must be an integer >= 0"),
+    (dict(eps=0.1, step_size=0.01, steps=7.0), "steps must be an integer, got 7.0"),
+    (dict(eps=0.1, step_size=0.01, steps=True), "steps must be an integer, got True"),
+    (dict(eps=0.1, step_size=0.01, steps=1, restarts=0), "restarts must be an integer >= 1"),
 ])
 def test_bad_attack_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         AttackSpec(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_pgd_eps_as_a_string_is_a_one_line_error(batch):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(ValueError, match="eps") as err:
+        pgd(net, *batch, eps="8/255", step_size=2 / 255, steps=1)
+    assert "\n" not in str(err.value) and "8/255" in str(err.value) and "0.0313725" in str(err.value)
+    with pytest.raises(ValueError, match="eps"):
+        fgsm_rs(net, *batch, eps=5)
+
+
+@pytest.mark.parametrize("scale, shift", [(255.0, 0.0), (1.0, -0.5)])  # [0, 255] pixels; normalised inputs
+def test_inputs_outside_unit_box_are_refused(trained_digits_model, batch, scale, shift):
+    x, y = batch
+    bad = x * scale + shift
+    assert bad.min() < 0 or bad.max() > 1
+    spec = AttackSpec(EPS, 0.025, 1)
+    for attack in (lambda: pgd(trained_digits_model, bad, y, eps=EPS, step_size=0.025, steps=1),
+                   lambda: fgsm_rs(trained_digits_model, bad, y, eps=EPS),
+                   lambda: robust_correct(trained_digits_model, bad, y, spec)):
+        with pytest.raises(ValueError, match=r"attack inputs must be images in \[0, 1\]") as err:
+            attack()
+        assert "\n" not in str(err.value)
+    # the boundary values themselves are valid images
+    edge = torch.cat([torch.zeros_like(x[:2]), torch.ones_like(x[:2])])
+    assert pgd(trained_digits_model, edge, y[:4], eps=EPS, step_size=0.025, steps=1).shape == edge.shape
 
 
 def test_bad_bn_mode(batch):
-    with pytest.raises(ValueError, match="eval, train, keep"):
-        pgd(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), *batch, eps=0.1, step_size=0.1, steps=1,
-            bn_mode="frozen")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    for mode in ("frozen", "train"):
+        with pytest.raises(ValueError, match=f"unknown bn_mode '{mode}'; valid choices: eval, keep"):
+            pgd(net, *batch, eps=0.1, step_size=0.1, steps=1, bn_mode=mode)
 
 
 def test_folded_batchnorm_same_function_model_untouched(trained_digits_model, batch):
@@ -156,7 +201,7 @@ def test_folded_batchnorm_same_function_model_untouched(trained_digits_model, ba
     assert all(p.requires_grad for p in model.parameters())
     # BatchNorm in train mode (batch statistics) is never folded
     model.train()
-    with attacks.attack_mode(model, "train"):
+    with attacks.attack_mode(model, "keep"):
         assert attacks.folded_for_attack(model) is model
     model.eval()
     # a model that is not a ModularNet is used as it is

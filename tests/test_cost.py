@@ -1,9 +1,10 @@
-"""advlayers.cost: the paper grid's job count against `snakemake -n`, linear scaling, clear errors."""
+"""advlayers.cost: linear scaling, the adversarial multipliers, clear errors, the CLI. (The job counts against
+`snakemake -n` are checked by tests/test_grid.py.)"""
 
 from __future__ import annotations
 
 import copy
-import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,28 +22,9 @@ def _paper():
     return cost.load_config(PAPER)
 
 
-def _job_stats(configfile) -> dict[str, int]:
-    """`snakemake -n`'s job-stats table ({rule: count}) for the all_figures target."""
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all_figures",
-                           "--configfile", str(configfile)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    table = out[out.index("Job stats:"):].split("\n\n")[0]  # up to the blank line after the table
-    stats = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-    assert "total" in stats, out[-3000:]
-    return stats
-
-
-def test_cell_count_matches_the_paper_dag():
-    stats = _job_stats(PAPER)
-    counts = cost.job_counts(_paper())
-    assert counts == {stage: stats.get(stage, 0) for stage in cost.STAGES}
-    assert counts["retrain"] > 0 and counts["evaluate"] > 0
-    # every other job of the DAG is CPU-only or runs locally (data, embeddings, tables, figures, targets)
-    assert set(stats) - set(cost.STAGES) <= {"prepare_data", "embed_features", "feature_divergence", "total"} | {
-        r for r in stats if r.startswith(("table", "figure", "all_"))}, stats
-    # and every job is priced (the default table covers the paper grid); only the empty subset trains nothing
-    assert [j.name for j in cost.jobs(_paper()) if j.seconds == 0] == ["subset_conventional_000000"]
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "advlayers.cost", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "80"})
 
 
 def test_hours_scale_linearly_with_epochs():
@@ -67,11 +49,29 @@ def test_adversarial_and_eval_multipliers():
     assert cost.train_units(cifar, "adversarial") == 7 + 2
     assert cost.train_units(cost.get_recipe("imagenet"), "adversarial") == 1 + 1  # FGSM-RS, no clean samples
     assert cost.eval_units(200, 1) == pytest.approx(200 + 2 / 3)
-    # cut-offs that retrain nothing cost nothing
+    # cut-offs that retrain nothing are the pretrained nets: no retraining job, no extra evaluation
     cfg = _paper()
     cfg["cutoffs"] = {"before": [0], "after": [6]}
-    retrains = [j for j in cost.jobs(cfg) if j.stage == "retrain"]
-    assert retrains and all(j.seconds == 0 for j in retrains)
+    cfg.pop("analyses", None)
+    stages = [j.stage for j in cost.jobs(cfg)]
+    assert "retrain" not in stages and stages.count("evaluate") == stages.count("pretrain") > 0
+
+
+def test_adversarial_pretraining_is_priced_without_clean_samples():
+    """Madry: adversarial pretraining trains on the adversarial examples only; retraining adds the clean ones
+    (paper §3.2). CIFAR-10's PGD-7: pretraining costs 7 + 1 clean epochs per epoch, retraining 7 + 2."""
+    jobs = {(j.stage, j.dataset, j.arch, j.name): j.seconds for j in cost.jobs(_paper())}
+    for arch in ("resnet18", "vgg16_bn"):
+        adv = jobs[("pretrain", "cifar10", arch, "seed0/pretrain_adversarial")]
+        conv = jobs[("pretrain", "cifar10", arch, "seed0/pretrain_conventional")]
+        assert adv / conv == pytest.approx(7 + 1)
+        cell = "m110000"
+        retrain_adv = jobs[("retrain", "cifar10", arch, f"seed0/retrain_conventional_{cell}")]  # conv. -> adversarial
+        retrain_conv = jobs[("retrain", "cifar10", arch, f"seed0/retrain_adversarial_{cell}")]
+        assert retrain_adv / retrain_conv == pytest.approx(7 + 2)
+    # ImageNet's FGSM-RS without clean samples: 1 + 1 either way
+    adv = jobs[("pretrain", "imagenet", "resnet50", "seed0/pretrain_adversarial")]
+    assert adv / jobs[("pretrain", "imagenet", "resnet50", "seed0/pretrain_conventional")] == pytest.approx(2)
 
 
 def test_unknown_arch_is_a_clear_error(tmp_path):
@@ -82,9 +82,42 @@ def test_unknown_arch_is_a_clear_error(tmp_path):
     # through the CLI: exit status 2 and the message, no traceback
     override = tmp_path / "rates.yaml"
     override.write_text(yaml.safe_dump({"cifar10": {"resnet18": "fast"}}))
-    proc = subprocess.run([sys.executable, "-m", "advlayers.cost", "--configfile", str(PAPER), "--throughput",
-                           str(override)], capture_output=True, text=True, timeout=120)
+    proc = _cli("--configfile", str(PAPER), "--throughput", str(override))
     assert proc.returncode == 2 and "throughput of resnet18 on cifar10 must be > 0" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_or_foreign_config_is_a_one_line_error(tmp_path):
+    for args, message in [
+        (["--configfile", "missing.yaml"], "advlayers cost: error: config file missing.yaml does not exist"),
+        (["--configfile", str(tmp_path / "nope.yaml")], "does not exist (pass --configfile PATH)"),
+        (["--throughput", str(tmp_path / "rates.yaml")], "No such file or directory"),
+    ]:
+        proc = _cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+    (tmp_path / "other.yaml").write_text("just: text\n")
+    proc = _cli("--configfile", "other.yaml", cwd=tmp_path)
+    assert proc.returncode == 2 and "not a workflow config (needs 'datasets' and 'cutoffs')" in proc.stderr
+
+
+def test_default_config_is_found_from_any_working_directory(tmp_path):
+    """The default is the checkout's config/paper.yaml, resolved from the package, not from the working directory."""
+    assert cost.DEFAULT_CONFIG == PAPER
+    here = _cli(cwd=REPO)
+    elsewhere = _cli(cwd=tmp_path)
+    assert here.returncode == elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.stdout == here.stdout
+    total = sum(cost.job_counts(_paper()).values())
+    assert f"| **total** | {total} |" in elsewhere.stdout
+
+
+def test_help_is_short():
+    proc = _cli("--help")
+    assert proc.returncode == 0 and "--configfile" in proc.stdout and "--measure" in proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) < 25, f"--help has {len(lines)} lines (at 80 columns):\n{proc.stdout}"
 
 
 def test_throughput_override_and_cli_table(tmp_path):
@@ -93,11 +126,12 @@ def test_throughput_override_and_cli_table(tmp_path):
     base = sum(j.seconds for j in cost.jobs(_paper()) if j.dataset == "imagenet")
     faster = sum(j.seconds for j in cost.jobs(_paper(), cost.load_throughput(override)) if j.dataset == "imagenet")
     assert faster == pytest.approx(base / 2)
-    proc = subprocess.run([sys.executable, "-m", "advlayers.cost", "--configfile", str(PAPER)], capture_output=True,
-                          text=True, timeout=120)
+    proc = _cli("--configfile", str(PAPER))
     assert proc.returncode == 0, proc.stderr
     total = sum(cost.job_counts(_paper()).values())
-    assert f"| **total** | {total} |" in proc.stdout and "| imagenet | resnet50 | retrain | 24 |" in proc.stdout
+    assert f"| **total** | {total} |" in proc.stdout
+    retrains = sum(1 for j in cost.jobs(_paper()) if (j.stage, j.dataset, j.arch) == ("retrain", "imagenet", "resnet50"))
+    assert retrains > 0 and f"| imagenet | resnet50 | retrain | {retrains} |" in proc.stdout
 
 
 def test_measure_writes_a_throughput_table(tmp_path):

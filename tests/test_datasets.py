@@ -13,8 +13,10 @@ from advlayers.datasets import (
     AugmentSpec,
     FolderSplit,
     TensorSplit,
+    epoch_batches,
     load_dataset,
     load_prepared,
+    num_batches,
     prepare_dataset,
 )
 
@@ -66,6 +68,13 @@ def test_subset(mnist):
     assert len(small) == 100 and torch.equal(small.x, mnist.train.subset(100, seed=1).x)
     assert not torch.equal(small.y, mnist.train.subset(100, seed=2).y)
     assert mnist.train.subset(None) is mnist.train and mnist.train.subset(10**6) is mnist.train
+    # a subset knows its samples' positions in the full split (per-sample outcomes are keyed by them)
+    assert torch.equal(mnist.train.index, torch.arange(4000))
+    assert small.index.tolist() == sorted(set(small.index.tolist())) and small.index.max() < 4000
+    assert torch.equal(small.x, mnist.train.x[small.index]) and torch.equal(small.y, mnist.train.y[small.index])
+    smaller = small.subset(10, seed=0)  # positions stay those of the full split
+    assert torch.equal(smaller.x, mnist.train.x[smaller.index]) and set(smaller.index.tolist()) <= set(small.index.tolist())
+    assert torch.equal(small.to("cpu").index, small.index)
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -120,6 +129,46 @@ def test_same_seed_same_batches_and_shuffle_is_a_permutation(mnist):
     idx_split = _split(n=103)
     seen = torch.cat([y for _, y in idx_split.batches(10, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(103)) and seen.tolist() != list(range(103))
+
+
+def test_num_batches_drops_the_last_incomplete_batch():
+    assert num_batches(_split(n=103), 10) == 10 and num_batches(_split(n=100), 10) == 10
+    assert num_batches(_split(n=9), 10) == 0
+
+
+@pytest.mark.parametrize("spec", [AugmentSpec(), AugmentSpec(crop_padding=2, flip=True)])
+def test_epoch_batches_are_the_shuffled_augmented_batches(spec):
+    """One process: exactly `batches(shuffle=True, augment=True, drop_last=True)` from the same generator."""
+    split = _split(n=53, spec=spec)
+    reference = list(split.batches(8, shuffle=True, augment=True, drop_last=True,
+                                   generator=torch.Generator().manual_seed(4)))
+    got = list(epoch_batches(split, 8, torch.Generator().manual_seed(4)))
+    assert [i for i, _, _ in got] == list(range(6)) == list(range(num_batches(split, 8)))
+    for (_, x, y), (rx, ry) in zip(got, reference, strict=True):
+        assert torch.equal(x, rx) and torch.equal(y, ry) and x.dtype == torch.float32
+
+
+def test_epoch_batches_split_across_ranks_and_resume_mid_epoch():
+    split = _split(n=40, spec=AugmentSpec(crop_padding=1, flip=True))
+    whole = list(epoch_batches(split, 8, torch.Generator().manual_seed(1)))
+    # four ranks: disjoint equal slices whose union (in rank order) is the single-process batch
+    ranks = [list(epoch_batches(split, 8, torch.Generator().manual_seed(1), rank=r, world_size=4)) for r in range(4)]
+    for i, (_, x, y) in enumerate(whole):
+        assert all(len(ranks[r][i][2]) == 2 for r in range(4))
+        assert torch.equal(torch.cat([ranks[r][i][1] for r in range(4)]), x)
+        assert torch.equal(torch.cat([ranks[r][i][2] for r in range(4)]), y)
+    # resuming at batch 3 with the generator state saved after batch 2 gives the rest of the epoch
+    g = torch.Generator().manual_seed(1)
+    it = epoch_batches(split, 8, g)
+    for _ in range(3):
+        next(it)
+    saved = g.get_state()
+    rest = list(epoch_batches(split, 8, torch.Generator().manual_seed(1), start=3, generator_state=saved))
+    assert [i for i, _, _ in rest] == [3, 4]
+    for (i, x, y), (j, wx, wy) in zip(rest, whole[3:], strict=True):
+        assert i == j and torch.equal(x, wx) and torch.equal(y, wy)
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        next(epoch_batches(split, 8, torch.Generator(), world_size=3))
 
 
 def test_drop_last():
@@ -244,6 +293,19 @@ def test_folder_batches_reproducible_and_worker_independent(imagenette_tgz):
     small = split.subset(5, seed=0)
     assert isinstance(small, FolderSplit) and len(small) == 5 and small.samples == split.subset(5, seed=0).samples
     assert split.to("cpu") is split
+
+
+def test_folder_epoch_batches_split_across_ranks(imagenette_tgz):
+    split = load_dataset("imagenette", imagenette_tgz, image_size=32).train
+    split.num_workers = 0
+    whole = list(epoch_batches(split, 4, torch.Generator().manual_seed(2)))
+    assert [i for i, _, _ in whole] == [0, 1, 2] and all(x.shape == (4, 3, 32, 32) for _, x, _ in whole)
+    again = list(epoch_batches(split, 4, torch.Generator().manual_seed(2)))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(whole, again))
+    ranks = [list(epoch_batches(split, 4, torch.Generator().manual_seed(2), rank=r, world_size=2)) for r in (0, 1)]
+    for i, (_, x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([ranks[0][i][1], ranks[1][i][1]]), x)
+        assert torch.equal(torch.cat([ranks[0][i][2], ranks[1][i][2]]), y)
 
 
 def test_imagenet_folder(tmp_path):

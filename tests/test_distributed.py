@@ -1,4 +1,5 @@
-"""Multi-process training on CPU (gloo, 2 processes under torchrun).
+"""Multi-process training on CPU (gloo, 2 processes under torchrun), and `advlayers.cli pretrain` as the
+torchrun entry point.
 
 Equality with one process holds for a net without BatchNorm: SyncBatchNorm has no CPU kernels, so CPU
 ranks normalise with their own half-batch statistics (the sync path is taken on CUDA only). With SGD,
@@ -16,11 +17,12 @@ import torch
 from torch import nn
 
 from advlayers import distributed
-from advlayers.datasets import prepare_dataset
-from advlayers.models import build_model
-from advlayers.training import epoch_batches, get_recipe, train
+from advlayers.datasets import epoch_batches, load_dataset, prepare_dataset
+from advlayers.models import ModelSpec, ModularNet, Normalize, build_model
+from advlayers.recipes import get_recipe
+from advlayers.training import train
 
-from test_preemption import small_net
+from conftest import small_net
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TESTS = Path(__file__).resolve().parent
@@ -32,8 +34,7 @@ WORKER = textwrap.dedent("""
     from advlayers import distributed
     from advlayers.datasets import load_dataset
     from advlayers.training import train
-    from test_preemption import small_net
-    from test_distributed import ddp_recipe
+    from test_distributed import ddp_recipe, small_net
     torch.set_num_threads(1)  # after conftest's import-time setting
 
     out, state = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
@@ -51,6 +52,11 @@ WORKER = textwrap.dedent("""
                     "resumed": [result.resumed_from_epoch, result.resumed_from_batch]}, out)
     distributed.cleanup()
 """)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
 
 
 def ddp_recipe():
@@ -111,20 +117,26 @@ def test_preemption_signal_on_one_rank_stops_all_and_resumes(tmp_path):
 def test_cli_under_torchrun_writes_one_checkpoint(tmp_path):
     data = tmp_path / "digits.pt"
     prepare_dataset("digits", None, data)
-    out, state = tmp_path / "ckpt" / "pretrain.pt", tmp_path / "state" / "pretrain.pt"
-    proc = torchrun(tmp_path, ["--data", data, "--arch", "resnet18", "--mode", "adversarial", "--recipe",
-                               "mnist5k-demo", "--override", "epochs=1", "--override", "train_subset=128",
+    out, initial = tmp_path / "ckpt" / "pretrain.pt", tmp_path / "ckpt" / "init.pt"
+    state = tmp_path / "state" / "pretrain.pt"
+    proc = torchrun(tmp_path, ["pretrain", "--data", data, "--arch", "resnet18", "--mode", "adversarial",
+                               "--recipe", "mnist5k-demo", "--override", "epochs=1", "--override", "train_subset=128",
                                "--override", "batch_size=64", "--override", "steps=1", "--override",
-                               "precision='fp32'", "--device", "cpu", "--state", state, "--out", out,
-                               "--logfile", tmp_path / "log.txt", "--threads", "1"],
-                    module="advlayers.distributed")
+                               "precision='fp32'", "--width", "0.25", "--device", "cpu", "--state", state,
+                               "--out", out, "--initial", initial, "--logfile", tmp_path / "log.txt",
+                               "--threads", "1"],
+                    module="advlayers.cli")
     assert proc.returncode == 0, proc.stderr[-3000:]
     from advlayers.checkpoints import load_checkpoint
 
-    model, payload = load_checkpoint(out, arch="resnet18", dataset="digits")
+    model, payload = load_checkpoint(out, arch="resnet18", dataset="digits", expect={"cell": "pretrained"})
     assert payload["meta"]["world_size"] == 2 and len(payload["meta"]["history"]) == 1
+    assert payload["width"] == 0.25
+    _, init = load_checkpoint(initial, arch="resnet18", dataset="digits", expect={"cell": "init", "epochs": 0})
+    assert init["meta"]["world_size"] == 2 and payload["meta"]["start_digest"] == init["digest"]
     assert not state.exists()
-    assert "SyncBatchNorm needs CUDA" in (tmp_path / "log.txt").read_text()
+    log = (tmp_path / "log.txt").read_text()
+    assert "SyncBatchNorm needs CUDA" in log and "rank0" in log and "rank1" not in log
 
 
 # ------------------------------------------------------------------ helpers, in process

@@ -28,31 +28,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import REPO, TINY as TINY_CONFIG, copy_repo
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-COPIED = ("Snakefile", "workflow", "config", "envs", "src", "slurm")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 
-TINY = {
-    "seed": 0,
-    "device": "cpu",
-    "datasets": {
-        "digits": {
-            "archs": ["resnet18"],
-            "recipe": "mnist5k-demo",
-            "recipe_overrides": {"epochs": 1, "train_subset": 64, "batch_size": 32, "precision": "fp32",
-                                 "channels_last": False, "steps": 2},
-            "eval": {"n": 32, "eps": 0.1, "step_size": 0.05, "steps": 2, "restarts": 1, "batch_size": 32},
-            # a 2-CPU node: small requests so that two jobs run side by side
-            "resources": {stage: {"runtime": 15, "mem_mb": 1500} for stage in ("pretrain", "retrain", "evaluate")},
-        }
-    },
-    "cutoffs": {"before": [1], "after": []},
-    "figures": {"fig2": "digits"},
-    "resources": {"threads": 1, "gpu": 0},  # a CPU cluster: no --gpus
-}
+# The tests' tiny config (tests/tiny.yaml), made to fit a 2-CPU SLURM node: small memory requests so that two
+# jobs run side by side, no GPU, and each pretrained net's cells in one retraining job.
+TINY = yaml.safe_load(TINY_CONFIG.read_text())
+TINY["datasets"]["digits"]["resources"] = {stage: {"runtime": 15, "mem_mb": 1500}
+                                           for stage in ("pretrain", "retrain", "evaluate")}
+TINY["resources"] = {"threads": 1, "gpu": 0}
+TINY["batching"] = {"jobs_per_setting": 1}
 # prepare_data asks for 8 GB in the rule; one CPU-only node may have less
 TEST_OVERRIDES = (
     "--slurm-no-account",
@@ -62,7 +51,7 @@ TEST_OVERRIDES = (
     "--set-resources", "prepare_data:mem_mb=1500",
     "--slurm-keep-successful-logs",
 )
-SLURM_RULES = {"prepare_data": 1, "pretrain": 2, "retrain": 2, "evaluate": 4}
+SLURM_RULES = {"prepare_data": 1, "pretrain": 2, "retrain": 2, "evaluate": 4}  # evaluate: 2 nets + 2 batches
 
 SLURM_CONF_TEMPLATE = """\
 # Written by tests/test_slurm.py (a one-node test cluster on loopback); removed after the test.
@@ -236,15 +225,10 @@ def slurm_cluster(tmp_path_factory):
 
 
 def _copy_repo(dst: Path) -> Path:
-    dst.mkdir(parents=True)
-    for name in COPIED:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dst / name)
-    (dst / "tiny.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    return dst
+    root = copy_repo(dst)
+    shutil.copytree(REPO / "slurm", root / "slurm")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    return root
 
 
 def test_profile_runs_the_workflow_as_slurm_jobs(slurm_cluster, tmp_path):
@@ -279,7 +263,7 @@ def test_profile_runs_the_workflow_as_slurm_jobs(slurm_cluster, tmp_path):
     ran = {rule: sum(1 for p in slurm_logs if p.parts[0] == f"rule_{rule}") for rule in SLURM_RULES}
     assert ran == SLURM_RULES, (ran, [str(p) for p in slurm_logs])
     # the light rules ran locally (localrules), not through SLURM
-    assert "localrule figure:" in out and "localrule table_dataset:" in out, out[-3000:]
+    assert "localrule figure:" in out and "localrule table:" in out and "localrule claims:" in out, out[-3000:]
 
     for ext in ("png", "pdf"):
         fig = root / "results" / "figures" / f"cutoff_digits.{ext}"

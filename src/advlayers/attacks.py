@@ -6,8 +6,12 @@ is ever touched. BatchNorm layers that run on running statistics during the atta
 convolution before them (`folded_for_attack`, on a shallow copy of the model: the model itself is never
 modified), which removes their forward and backward passes from every attack step; `fold_bn=False`
 switches this off. The BatchNorm mode during the attack is explicit (`bn_mode`): "eval" uses running
-statistics and changes nothing; "train" uses batch statistics (as in Madry's recipe) and updates the
-running statistics of layers in train mode; "keep" leaves the model's modes as they are.
+statistics and changes nothing; "keep" leaves the model's modes as they are, so during training the trained
+layers use batch statistics (and update their running statistics) as in Madry et al.'s reference code, while
+frozen layers stay in eval mode.
+
+Inputs must be images in [0, 1] (normalisation is the model's first layer) and eps an L-inf radius in pixel
+units (<= 1); anything else is refused, since it would silently attack another threat model.
 
 Two uses, two label conventions (paper §3.2):
 * training attacks (`pgd`, `fgsm_rs`) are called with the model's *predicted* label (see
@@ -28,8 +32,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .models import ARCHS, ModularNet, layers
+from .validate import check_choice, check_int, check_number
 
-BN_MODES = ("eval", "train", "keep")
+BN_MODES = ("eval", "keep")
 
 
 @dataclass(frozen=True)
@@ -50,14 +55,17 @@ class AttackSpec:
 
 
 def check_attack_args(eps: float, step_size: float, steps: int, restarts: int = 1) -> None:
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0 (an L-inf radius in [0,1] pixel units, e.g. 8/255), got {eps!r}")
-    if not step_size >= 0:
-        raise ValueError(f"step_size must be >= 0, got {step_size!r}")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    check_number("eps (an L-inf radius in [0,1] pixel units, e.g. 8/255)", eps, minimum=0, maximum=1)
+    check_number("step_size", step_size, minimum=0, maximum=1)
+    check_int("steps", steps, minimum=0)
+    check_int("restarts", restarts, minimum=1)
+
+
+def check_images(x: torch.Tensor) -> None:
+    """Attack inputs are images in [0, 1]: [0, 255] or normalised inputs would silently change the threat model."""
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"attack inputs must be images in [0, 1] (normalisation is inside the model), got values "
+                         f"in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
 
 
 def fgsm_rs_spec(eps: float, step_ratio: float = 1.25) -> AttackSpec:
@@ -68,8 +76,7 @@ def fgsm_rs_spec(eps: float, step_ratio: float = 1.25) -> AttackSpec:
 @contextlib.contextmanager
 def attack_mode(model: nn.Module, bn_mode: str = "eval"):
     """Parameters frozen (no weight gradients) and BatchNorm in the requested mode; restored on exit."""
-    if bn_mode not in BN_MODES:
-        raise ValueError(f"unknown bn_mode {bn_mode!r}; valid choices: {', '.join(BN_MODES)}")
+    check_choice("bn_mode", bn_mode, BN_MODES)
     grad_flags = [(p, p.requires_grad) for p in model.parameters()]
     modes = [(m, m.training) for m in model.modules()]
     try:
@@ -77,9 +84,6 @@ def attack_mode(model: nn.Module, bn_mode: str = "eval"):
             p.requires_grad_(False)
         if bn_mode == "eval":
             model.eval()
-        elif bn_mode == "train":
-            # Only modules already in train mode switch to batch statistics: frozen BN stays in eval.
-            pass
         yield model
     finally:
         for p, flag in grad_flags:
@@ -194,6 +198,7 @@ def perturb(
 ) -> torch.Tensor:
     """Adversarial examples (final iterate of the last restart) maximising the loss of label `y`."""
     x = x.detach()
+    check_images(x)
     with attack_mode(model, bn_mode):
         net = folded_for_attack(model) if fold_bn and spec.steps else model
         x_adv = x
@@ -275,9 +280,9 @@ def robust_correct(
     Samples misclassified clean are never attacked and count as broken. Clean accuracy is the model's
     own; the attack's iterates are classified by the BatchNorm-folded copy (`folded_for_attack`).
     """
-    if count not in COUNTS:
-        raise ValueError(f"unknown count {count!r}; valid choices: {', '.join(COUNTS)}")
+    check_choice("count", count, COUNTS)
     x, y = x.detach(), y.detach()
+    check_images(x)
     with attack_mode(model, "eval"):
         with torch.no_grad():
             clean = model(x).argmax(1) == y

@@ -4,9 +4,9 @@
     python -m advlayers.cost --configfile config/paper.yaml --throughput my_gpu.yaml
     python -m advlayers.cost --measure --device cuda --out my_gpu.yaml        measure your GPU's throughputs
 
-The grid (datasets, archs, cut-offs, the recipes' epochs/attacks/precision, the evaluation's steps, restarts
-and n) is read from the config file itself and `advlayers.training.get_recipe`, with the enumeration the
-Snakefile uses (tests/test_cost.py checks the job counts against `snakemake -n`).
+The grid (datasets, archs, seeds, cells, batches, the recipes' epochs/attacks/precision, the evaluation's
+steps, restarts and n) is `advlayers.grid`'s expansion of the config, the one the Snakefile uses
+(tests/test_cost.py checks the job counts per rule against `snakemake -n`).
 
 Cost model (single-GPU-equivalent hours, one job = one checkpoint or one evaluation)
 -------------------------------------------------------------------------------------
@@ -16,15 +16,17 @@ Cost model (single-GPU-equivalent hours, one job = one checkpoint or one evaluat
 * adversarial training epoch: ``train_images * (k + c)`` units: k attack steps (forward + backward to the
   input, PGD-k; FGSM-RS is k = 1) plus the training step on the adversarial batch, doubled when
   ``include_clean`` adds the clean batch (c = 2, else 1). CIFAR's PGD-7 with clean samples: 9x clean.
-* retraining: the full cost of an epoch in the retraining mode (an upper bound: conventional retraining of the
-  later modules skips part of the backward pass); cut-offs that retrain nothing (before 0, after 6) cost 0;
+* retraining: the full cost of an epoch in the retraining mode for every cell of a job (an upper bound:
+  conventional retraining of the later modules skips part of the backward pass); each cell is priced once,
+  however many figures use it;
 * evaluation of one checkpoint: ``n`` test images x (F + restarts * (steps + F)) units, F = 1/3 (a forward pass
   is about a third of a forward + backward); PGD-200 with one restart is about 201 units per image;
-* the analyses (config ``analyses``): Fig. 5 per-layer and Fig. 6 module-subset retraining are priced like
-  retraining (adversarial, the analysis's ``retrain_overrides`` applied) and evaluated once per checkpoint with
-  the analysis's ``eval`` overrides; Fig. 7 re-initialisation is one job per (dataset, pretraining) doing
-  ``1 + 2 x layers`` evaluations; Fig. 8 feature sampling is one PGD attack on ``n_images``; the CPU-only
-  embeddings are left out;
+* AutoAttack (``datasets.<name>.autoattack``): ``AUTOATTACK_UNITS`` (~3,570) units per image and net, the
+  worst case of a point that stays robust through all four attacks;
+* the analyses (config ``analyses``): Fig. 5 and Fig. 6 cells are retraining cells (above); Fig. 7 is one job
+  per (dataset, seed, pretraining) doing ``1 + 2 x layers x BatchNorm policies`` evaluations; Fig. 8 feature
+  sampling is one PGD attack on ``n_images``; the CPU-only embeddings are left out;
+* a narrower net (``width`` w) trains ``1 / w^2`` times faster (convolution FLOPs scale with w^2);
 * a ``precision: bf16`` recipe runs ``AMP_SPEEDUP`` times faster than the fp32 (TF32) reference;
 * a job with g GPUs (``datasets.<name>.resources.pretrain.gpu``) takes 1/g of the wall-clock time (the
   GPU-hours stay the same); jobs longer than their rule's time limit are flagged: training resumes over
@@ -53,11 +55,14 @@ training FLOPs of this package's models (torch.utils.flop_counter, forward + bac
 Replace the table with your own numbers: ``--measure`` times a few training steps of every (dataset, arch)
 on a device and writes a YAML of images/s (``{dataset: {arch: images_per_s}}``); ``--throughput FILE``
 reads such a file (entries not in it keep the defaults).
+
+Length: most of it is the documented model and the reference table; the enumeration is `advlayers.grid`'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -65,11 +70,15 @@ from pathlib import Path
 
 import yaml
 
-from .training import get_recipe
+from . import grid
+from .recipes import get_recipe
 
 REFERENCE_GPU = "1x A100 80GB, fp32/TF32"
 AMP_SPEEDUP = 2470 / 938  # NVIDIA's ResNet-50 v1.5 mixed-precision / TF32 throughput on one A100
 FORWARD_FRACTION = 1 / 3  # forward pass / (forward + backward)
+# AutoAttack "standard" on an image that stays robust: APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 steps and
+# Square's 5,000 forward queries (~5000/3 units): an upper bound, images broken early cost far less.
+AUTOATTACK_UNITS = 100 + 900 + 900 + 5000 * FORWARD_FRACTION
 
 # Clean-training images/s on the reference GPU (see the module docstring for the derivation).
 _SMALL = {"resnet18": 20000.0, "resnet50": 8000.0, "vgg11_bn": 11000.0, "vgg16_bn": 5700.0}
@@ -92,11 +101,8 @@ SPLIT_SIZES: dict[str, tuple[int, int]] = {
 IMAGE_SIZE = {"mnist5k": 32, "digits": 32, "cifar10": 32, "imagenette": 224, "imagenet": 224}
 NUM_CLASSES = {"mnist5k": 10, "digits": 10, "cifar10": 10, "imagenette": 10, "imagenet": 1000}
 
-STAGES = ("pretrain", "retrain", "retrain_layers", "retrain_subset", "evaluate", "reinit", "sample_features")
-RESUMABLE = ("pretrain", "retrain", "retrain_layers", "retrain_subset")  # training resumes from results/.state
-PRETRAININGS = ("conventional", "adversarial")
-DIRECTIONS = ("before", "after")
-NUM_MODULES = 6
+STAGES = grid.GPU_RULES
+RESUMABLE = grid.RESUMABLE_RULES  # training resumes from results/.state
 
 
 class CostModelError(ValueError):
@@ -117,19 +123,17 @@ class Job:
 # --------------------------------------------------------------------------- config
 
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paper.yaml"
+
+
 def load_config(path) -> dict:
+    if not Path(path).is_file():
+        raise CostModelError(f"config file {path} does not exist (pass --configfile PATH)")
     with open(path) as f:
         config = yaml.safe_load(f)
     if not isinstance(config, dict) or "datasets" not in config or "cutoffs" not in config:
         raise CostModelError(f"{path}: not a workflow config (needs 'datasets' and 'cutoffs')")
     return config
-
-
-def _recipe(dcfg: dict, retrain: bool):
-    overrides = dict(dcfg.get("recipe_overrides") or {})
-    if retrain:
-        overrides.update(dcfg.get("retrain_overrides") or {})
-    return get_recipe(dcfg["recipe"], **overrides)
 
 
 def throughput(table: dict, dataset: str, arch: str) -> float:
@@ -174,150 +178,83 @@ def eval_units(steps: int, restarts: int) -> float:
 
 
 def _speed(recipe) -> float:
-    return AMP_SPEEDUP if recipe.precision == "bf16" else 1.0
-
-
-def _retrains_something(direction: str, cutoff: int) -> bool:
-    return not ((direction == "before" and cutoff == 0) or (direction == "after" and cutoff == NUM_MODULES))
-
-
-def _eval_cfg(dcfg: dict, analysis_cfg: dict | None = None) -> dict:
-    """The dataset's evaluation settings with an analysis's `eval` overrides on top (as the Snakefile does)."""
-    ev = dict(dcfg["eval"])
-    ev.update((analysis_cfg or {}).get("eval") or {})
-    return ev
+    # precision "auto" resolves to bf16 on the reference A100 (compute capability 8.0)
+    return AMP_SPEEDUP if recipe.precision in ("bf16", "auto") else 1.0
 
 
 def layer_count(arch: str) -> int:
     """Conv/linear layers of an arch (advlayers.models.layers), what layer-wise analyses iterate over."""
-    from .models import build_model, layers
+    return grid.LAYER_COUNTS[arch]
 
-    return len(layers(build_model(arch, 10, 32)))
+
+def _recipe(config: dict, dataset: str, retrain: bool):
+    params = grid.recipe_params(config, dataset, retrain)
+    return get_recipe(params["name"], **params["overrides"])
 
 
 def jobs(config: dict, table: dict | None = None) -> list[Job]:
-    """Every GPU job of the config (the Snakefile's enumeration), with single-GPU seconds.
-
-    Stages: pretrain, retrain (cut-off grid, Fig. 2-4), retrain_layers (Fig. 5), retrain_subset (Fig. 6),
-    evaluate (one per distinct checkpoint), reinit (Fig. 7: 1 + 2 x layers evaluations per job) and
-    sample_features (Fig. 8: the PGD attack on n_images). CPU-only jobs (prepare_data, embeddings) are left out.
-    """
+    """Every GPU job of the config (`grid.gpu_jobs`, the Snakefile's enumeration), with single-GPU seconds."""
     table = THROUGHPUT if table is None else table
-    cutoffs = config["cutoffs"]
-    analyses = config.get("analyses") or {}
     out: list[Job] = []
-    evaluations: dict[tuple, dict] = {}  # (dataset, arch, name) -> eval settings; a checkpoint is evaluated once
+    batches = grid.batches(config)
 
     def sizes(dataset):
         if dataset not in SPLIT_SIZES:
             raise CostModelError(f"unknown dataset {dataset!r} (known: {', '.join(SPLIT_SIZES)})")
         return SPLIT_SIZES[dataset]
 
+    def rate(dataset, arch):
+        return throughput(table, dataset, arch) / grid.width(config, dataset) ** 2
+
     def train_seconds(dataset, arch, recipe, mode):
         n_train = sizes(dataset)[0]
         images = min(recipe.train_subset or n_train, n_train)
-        return recipe.epochs * images * train_units(recipe, mode) / (throughput(table, dataset, arch) * _speed(recipe))
+        return recipe.epochs * images * train_units(recipe, mode) / (rate(dataset, arch) * _speed(recipe))
 
-    def eval_seconds(dataset, arch, ev, evaluations_per_job=1):
+    def eval_seconds(dataset, arch, ev, evaluations=1):
         n_test = sizes(dataset)[1]
         n = min(ev.get("n") or n_test, n_test)
-        units = eval_units(ev["steps"], ev.get("restarts", 1))
-        return evaluations_per_job * n * units / throughput(table, dataset, arch)
+        units = eval_units(ev.get("steps") or 0, ev.get("restarts", 1))
+        return evaluations * n * units / rate(dataset, arch)
 
-    def analysis_recipe(name, dcfg):
-        overrides = {**(dcfg.get("recipe_overrides") or {}), **(dcfg.get("retrain_overrides") or {}),
-                     **(analyses[name].get("retrain_overrides") or {})}
-        return get_recipe(dcfg["recipe"], **overrides)
-
-    # the cut-off experiment (Fig. 2-4)
-    for dataset, dcfg in config["datasets"].items():
-        pre, re_ = _recipe(dcfg, retrain=False), _recipe(dcfg, retrain=True)
-        for arch in dcfg["archs"]:
-            for p in PRETRAININGS:
-                out.append(Job("pretrain", dataset, arch, f"pretrain_{p}", train_seconds(dataset, arch, pre, p)))
-                evaluations[(dataset, arch, f"pretrain_{p}")] = _eval_cfg(dcfg)
-            for p in PRETRAININGS:
-                mode = "adversarial" if p == "conventional" else "conventional"  # the opposite (paper §3)
-                for d in DIRECTIONS:
-                    for c in cutoffs[d]:
-                        name = f"retrain_{p}_{d}{c}"
-                        seconds = train_seconds(dataset, arch, re_, mode) if _retrains_something(d, c) else 0.0
-                        out.append(Job("retrain", dataset, arch, name, seconds))
-                        evaluations[(dataset, arch, name)] = _eval_cfg(dcfg)
-
-    def pretrained(dataset, arch):
-        """The analyses start from the pretrained nets; price their pretraining if the grid does not have it."""
-        dcfg = config["datasets"][dataset]
-        for p in PRETRAININGS:
-            if (dataset, arch, f"pretrain_{p}") not in evaluations:
-                out.append(Job("pretrain", dataset, arch, f"pretrain_{p}",
-                               train_seconds(dataset, arch, _recipe(dcfg, retrain=False), p)))
-                evaluations[(dataset, arch, f"pretrain_{p}")] = _eval_cfg(dcfg)
-
-    # Fig. 5: adversarial retraining of the first c layers of the conventionally pretrained net
-    if analyses.get("layer_cutoff"):
-        a = analyses["layer_cutoff"]
-        dcfg = config["datasets"][a["dataset"]]
-        pretrained(a["dataset"], a["arch"])
-        for c in a["cutoffs"]:
-            name = f"layers_conventional_before{c}"
-            seconds = train_seconds(a["dataset"], a["arch"], analysis_recipe("layer_cutoff", dcfg), "adversarial")
-            out.append(Job("retrain_layers", a["dataset"], a["arch"], name, seconds if c > 0 else 0.0))
-            evaluations[(a["dataset"], a["arch"], name)] = _eval_cfg(dcfg, a)
-    # Fig. 6: adversarial retraining of every subset of modules (bitmask m0..m5)
-    if analyses.get("combinations"):
-        a = analyses["combinations"]
-        dcfg = config["datasets"][a["dataset"]]
-        pretrained(a["dataset"], a["arch"])
-        masks = a.get("subsets") or ["".join("1" if m >> i & 1 else "0" for i in range(NUM_MODULES))
-                                     for m in range(2**NUM_MODULES)]
-        for mask in masks:
-            name = f"subset_conventional_{mask}"
-            seconds = train_seconds(a["dataset"], a["arch"], analysis_recipe("combinations", dcfg), "adversarial")
-            out.append(Job("retrain_subset", a["dataset"], a["arch"], name, seconds if "1" in mask else 0.0))
-            evaluations[(a["dataset"], a["arch"], name)] = _eval_cfg(dcfg, a)
-
-    for (dataset, arch, name), ev in evaluations.items():
-        out.append(Job("evaluate", dataset, arch, name, eval_seconds(dataset, arch, ev)))
-
-    # Fig. 7: every layer re-initialised and re-randomised (plus the original net), evaluated, per pretraining
-    if analyses.get("reinit"):
-        a = analyses["reinit"]
-        per_job = 1 + 2 * layer_count(a["arch"])
-        for dataset in a["datasets"]:
-            pretrained(dataset, a["arch"])
-            ev = _eval_cfg(config["datasets"][dataset], a)
-            for p in PRETRAININGS:
-                out.append(Job("reinit", dataset, a["arch"], f"reinit_{p}", eval_seconds(dataset, a["arch"], ev, per_job)))
-    # Fig. 8: the PGD attack on n_images test images of each pretrained net (vector sampling is negligible)
-    if analyses.get("features"):
-        a = analyses["features"]
-        pretrained(a["dataset"], a["arch"])
-        ev = {**_eval_cfg(config["datasets"][a["dataset"]]), "n": a["n_images"]}
-        for p in PRETRAININGS:
-            out.append(Job("sample_features", a["dataset"], a["arch"], f"features_{p}",
-                           eval_seconds(a["dataset"], a["arch"], ev)))
+    for rule, s, unit in grid.gpu_jobs(config):
+        if rule == "pretrain":
+            recipe = dataclasses.replace(_recipe(config, s.dataset, False), include_clean=False)  # Madry: no clean
+            seconds, name = train_seconds(s.dataset, s.arch, recipe, s.pretraining), f"pretrain_{s.pretraining}"
+        elif rule == "retrain":
+            recipe = _recipe(config, s.dataset, True)
+            seconds = len(batches[s][unit]) * train_seconds(s.dataset, s.arch, recipe, s.retraining)
+            name = f"retrain_{s.pretraining}_{unit}"
+        elif rule == "evaluate":
+            nets = 1 if unit == "pretrain" else len(batches[s][unit])
+            seconds = eval_seconds(s.dataset, s.arch, grid.eval_params(config, s.dataset), nets)
+            name = f"{'pretrain' if unit == 'pretrain' else 'retrain'}_{s.pretraining}" + ("" if unit == "pretrain" else f"_{unit}")
+        elif rule == "evaluate_autoattack":
+            aa = grid.autoattack_params(config, s.dataset)
+            n = min(aa["n"] or sizes(s.dataset)[1], sizes(s.dataset)[1])
+            seconds = len(grid.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / rate(s.dataset, s.arch)
+            name = f"autoattack_{s.pretraining}"
+        elif rule == "reinit":
+            a = grid.analysis(config, "reinit")
+            policies = len(a.get("bn_policies") or grid.BN_POLICIES)
+            seconds = eval_seconds(s.dataset, s.arch, grid.eval_params(config, s.dataset, "reinit"),
+                                   1 + 2 * layer_count(s.arch) * policies)
+            name = f"reinit_{s.pretraining}"
+        else:  # sample_features: the attack on n_images test images (vector sampling is negligible)
+            a = grid.analysis(config, "features")
+            ev = {**grid.eval_params(config, s.dataset, "features"), "n": a["n_images"]}
+            seconds, name = eval_seconds(s.dataset, s.arch, ev), f"features_{s.pretraining}"
+        out.append(Job(rule, s.dataset, s.arch, f"seed{s.seed}/{name}", seconds))
     return out
 
 
 def job_counts(config: dict) -> dict[str, int]:
     """Jobs per stage (`STAGES`), whatever the throughputs."""
-    from .models import ARCHS
-
-    uniform = {ds: dict.fromkeys(ARCHS, 1.0) for ds in SPLIT_SIZES}
-    counts = dict.fromkeys(STAGES, 0)
-    for job in jobs(config, uniform):
-        counts[job.stage] += 1
-    return counts
-
-
-LIMIT_STAGE = {"retrain_layers": "retrain", "retrain_subset": "retrain", "reinit": "evaluate",
-               "sample_features": "evaluate"}  # whose config resources (runtime, gpu) a rule uses
+    return grid.job_counts(config)
 
 
 def _stage_resource(config, dataset, stage, key, default):
-    res = (config["datasets"][dataset].get("resources") or {}).get(LIMIT_STAGE.get(stage, stage)) or {}
-    return res.get(key, default)
+    return grid.resources(config, dataset, stage, key, default)
 
 
 def summary(config: dict, table: dict | None = None) -> list[dict]:
@@ -414,20 +351,20 @@ def measure(datasets=None, archs=None, device: str = "cuda", steps: int = 10, wa
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m advlayers.cost", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configfile", default="config/paper.yaml", help="workflow config (default: %(default)s)")
-    parser.add_argument("--throughput", metavar="FILE", help="YAML {dataset: {arch: images_per_s}} replacing "
-                        "entries of the reference table (e.g. written by --measure)")
-    parser.add_argument("--measure", action="store_true", help="measure clean-training images/s on --device and "
-                        "print (or --out) a throughput YAML instead of the cost table")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--datasets", nargs="+", help="with --measure: these datasets only")
-    parser.add_argument("--archs", nargs="+", help="with --measure: these archs only")
-    parser.add_argument("--steps", type=int, default=10, help="with --measure: timed steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, help="with --measure: batch size (default: 128 at 32 px, 256 "
-                        "at 224 px)")
-    parser.add_argument("--out", help="with --measure: write the YAML here")
+    parser = argparse.ArgumentParser(
+        prog="advlayers cost", description="Estimated GPU-hours of a workflow config (the model: `pydoc "
+        "advlayers.cost`), or --measure this device's training throughput.")
+    parser.add_argument("--configfile", default=str(DEFAULT_CONFIG), help="workflow config (default: the "
+                        "checkout's config/paper.yaml)")
+    parser.add_argument("--throughput", metavar="FILE", help="YAML {dataset: {arch: images/s}} (e.g. from --measure)")
+    parser.add_argument("--measure", action="store_true", help="time training on --device, print a throughput YAML")
+    measure_group = parser.add_argument_group("with --measure")
+    measure_group.add_argument("--device", default="cuda")
+    measure_group.add_argument("--datasets", nargs="+", metavar="D")
+    measure_group.add_argument("--archs", nargs="+", metavar="A")
+    measure_group.add_argument("--steps", type=int, default=10, metavar="N", help="timed steps (10)")
+    measure_group.add_argument("--batch-size", type=int, metavar="B", help="128 at 32 px, 256 at 224 px")
+    measure_group.add_argument("--out", metavar="FILE", help="write the YAML here")
     args = parser.parse_args(argv)
     try:
         if args.measure:
@@ -440,8 +377,8 @@ def main(argv=None) -> int:
             return 0
         config = load_config(args.configfile)
         print(format_table(summary(config, load_throughput(args.throughput))))
-    except CostModelError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (CostModelError, grid.ConfigError, OSError, yaml.YAMLError) as e:
+        print(f"advlayers cost: error: {e}", file=sys.stderr)
         return 2
     return 0
 

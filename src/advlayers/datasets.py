@@ -7,6 +7,9 @@ from the ``generator`` passed to ``batches``, so a run is reproducible from one 
 
 ``prepare_dataset`` writes one artifact (a ``.pt`` of tensors or a JSON manifest of a verified folder) that
 ``load_prepared`` reads back without touching the original download.
+
+Why one long module: the five datasets share one split interface, one batching (`epoch_batches`) and one
+prepared-artifact format; their loaders are short sections in data-flow order.
 """
 
 from __future__ import annotations
@@ -30,22 +33,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._torchvision import torchvision
+from .io import atomic_write
 
-DATASETS = ("mnist5k", "digits", "cifar10", "imagenette", "imagenet")
+from .grid import DATASETS, LAYOUTS
 FORMAT = "advlayers-dataset-v1"
 FOLDER_IMAGE_SIZE = 224  # paper: ImageNet-style training resolution
 
-IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
-IMAGENETTE_MD5 = "e793b78cc4c9e9a4ccc0c1155377a412"
+# The paper trains Imagenette at 224 px: the 320 px version (torchvision's Imagenette "320px" archive), resized
+# and cropped to 224, not the 160 px one upsampled.
+IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
+IMAGENETTE_MD5 = "3df6f0d01a2c9592104656642f5e78a3"
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-
-_LAYOUTS = {
-    "cifar10": f"<root>/{CIFAR_DIR}/ with data_batch_1..5, test_batch, batches.meta (torchvision's CIFAR10 layout)",
-    "imagenette": "an imagenette2*.tgz archive, its extracted folder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) "
-    "or that folder's parent",
-    "imagenet": "<root>/train/<class>/* and <root>/val/<class>/* (ImageFolder layout, val sorted into classes)",
-}
+_LAYOUTS = LAYOUTS
 
 
 @dataclass(frozen=True)
@@ -129,23 +129,26 @@ def _subset_indices(n: int, size: int, seed: int) -> Tensor:
 class TensorSplit:
     """An in-memory split: x uint8 (N, 3, H, W), y int64 (N,)."""
 
-    def __init__(self, x: Tensor, y: Tensor, augment: AugmentSpec = AugmentSpec()):
+    def __init__(self, x: Tensor, y: Tensor, augment: AugmentSpec = AugmentSpec(), index: Tensor | None = None):
         if x.dtype != torch.uint8 or x.ndim != 4 or y.dtype != torch.int64 or y.shape != x.shape[:1]:
             raise ValueError(f"expected x uint8 (N,C,H,W) and y int64 (N,), got {x.dtype} {tuple(x.shape)}, "
                              f"{y.dtype} {tuple(y.shape)}")
         self.x, self.y, self.augment = x, y, augment
+        # positions in the full split (a seeded subset keeps them: per-sample outcomes are keyed by them)
+        self.index = torch.arange(len(y)) if index is None else index.cpu()
 
     def __len__(self) -> int:
         return len(self.y)
 
     def to(self, device) -> TensorSplit:
-        return TensorSplit(self.x.to(device), self.y.to(device), self.augment)
+        return TensorSplit(self.x.to(device), self.y.to(device), self.augment, self.index)
 
     def subset(self, n: int | None, seed: int = 0) -> TensorSplit:
         if n is None or n >= len(self):
             return self
-        idx = _subset_indices(len(self), n, seed).to(self.x.device)
-        return TensorSplit(self.x[idx], self.y[idx], self.augment)
+        idx = _subset_indices(len(self), n, seed)
+        dev = idx.to(self.x.device)
+        return TensorSplit(self.x[dev], self.y[dev], self.augment, self.index[idx])
 
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
@@ -189,6 +192,7 @@ class FolderSplit:
         self.samples, self.classes, self.image_size, self.augment = list(samples), list(classes), image_size, augment
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
         self.device = torch.device("cpu")
+        self.index = torch.arange(len(self.samples))  # positions in the full split
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIZE, **kwargs) -> FolderSplit:
@@ -205,9 +209,10 @@ class FolderSplit:
     def subset(self, n: int | None, seed: int = 0) -> FolderSplit:
         if n is None or n >= len(self):
             return self
-        split = FolderSplit([self.samples[i] for i in _subset_indices(len(self), n, seed).tolist()], self.classes,
+        idx = _subset_indices(len(self), n, seed)
+        split = FolderSplit([self.samples[i] for i in idx.tolist()], self.classes,
                             self.image_size, num_workers=self.num_workers, augment=self.augment)
-        split.device = self.device
+        split.device, split.index = self.device, self.index[idx]
         return split
 
     def transform(self, augment: bool) -> Callable:
@@ -231,6 +236,62 @@ class FolderSplit:
         )
         for x, y in _progress(loader, count, progress):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def num_batches(split, batch_size: int) -> int:
+    """Training batches per epoch (the last incomplete global batch is dropped)."""
+    return len(split) // batch_size
+
+
+def epoch_batches(split, batch_size: int, generator: torch.Generator, *, rank: int = 0, world_size: int = 1,
+                  start: int = 0, generator_state: torch.Tensor | None = None, device="cpu",
+                  progress: str | None = None):
+    """This rank's slices of an epoch's training batches, from batch `start` on: yields (index, x, y).
+
+    Global batch i is the i-th run of `batch_size` samples of the epoch's permutation (drawn first from
+    `generator`); rank r takes its r-th slice of batch_size // world_size samples, so the ranks' slices are
+    disjoint and equal and their union is the single-process batch.
+
+    In-memory splits: the same draws in the same order as ``TensorSplit.batches(batch_size, shuffle=True,
+    augment=True, drop_last=True)`` (each global batch is augmented whole, then sliced), so one process gives
+    exactly its batches. Folder splits: one seed draw (as ``FolderSplit.batches``) fixes the permutation and
+    every image's augmentation; each rank decodes only its own images.
+
+    Resuming mid-epoch: `start` > 0 and the `generator_state` saved after batch start-1; the permutation is
+    re-drawn from the fresh `generator`, then the generator continues from the saved state.
+    """
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
+    local = batch_size // world_size
+    lo, hi = rank * local, (rank + 1) * local
+    count = num_batches(split, batch_size)
+    device = torch.device(device)
+    if isinstance(split, TensorSplit):
+        order = torch.randperm(len(split), generator=generator).to(split.x.device)
+        seed = None
+    else:
+        seed = int(torch.randint(2**62, (), generator=generator))
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    if generator_state is not None:
+        generator.set_state(generator_state)
+    steps = _progress(range(start, count), count - start, progress)
+    if isinstance(split, TensorSplit):
+        augment = split.augment.crop_padding > 0 or split.augment.flip
+        for i in steps:
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            x = split.x[idx]
+            if augment:
+                x = augment_batch(x, split.augment, generator)
+            x, y = x[lo:hi], split.y[idx][lo:hi]
+            yield i, x.to(device, non_blocking=True).float().div_(255), y.to(device, non_blocking=True)
+        return
+    slices = [order[i * batch_size + lo:i * batch_size + hi].tolist() for i in range(start, count)]
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(split.samples, split.transform(True), seed), batch_sampler=slices,
+        num_workers=split.num_workers, pin_memory=device.type == "cuda",
+    )
+    for i, (x, y) in zip(steps, loader):
+        yield i, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 @dataclass
@@ -412,19 +473,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
     return _tensor_dataset(name, root, download)
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """`write(file)` into a temporary file next to `path`, then rename: `path` is either old or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _files_digest(split: FolderSplit, root: Path) -> str:
     h = hashlib.sha256()
     for path, label in split.samples:
@@ -452,13 +500,13 @@ def prepare_dataset(name: str, root, out_path, *, download: bool = False) -> dic
         manifest = {"format": FORMAT, **_summary(ds), "root": str(folder),
                     "train_files_digest": _files_digest(ds.train, folder),
                     "test_files_digest": _files_digest(ds.test, folder)}
-        _atomic_write(out, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write(out, json.dumps(manifest, indent=1))
     else:
         ds = load_dataset(name, root, download=download)
         payload = {"format": FORMAT, "name": name, "classes": ds.info.classes, "image_size": ds.info.image_size,
                    "augment": asdict(ds.info.augment), "x_train": ds.train.x, "y_train": ds.train.y,
                    "x_test": ds.test.x, "y_test": ds.test.y}
-        _atomic_write(out, lambda f: torch.save(payload, f))
+        atomic_write(out, lambda f: torch.save(payload, f))
     return _summary(ds)
 
 

@@ -1,9 +1,10 @@
 """Multi-process (multi-GPU) training under torch.distributed, and the distributed pretraining CLI.
 
-One process per GPU, launched by ``torchrun`` (inside one SLURM job: ``--standalone`` on one node)::
+One process per GPU, launched by ``torchrun`` (inside one SLURM job: ``--standalone`` on one node) running
+the ``advlayers pretrain`` command (`advlayers.cli`)::
 
-    torchrun --standalone --nproc_per_node=8 -m advlayers.distributed \\
-        --data results/data/imagenet.json --dataset imagenet --arch resnet50 --mode adversarial \\
+    torchrun --standalone --nproc_per_node=8 -m advlayers.cli pretrain \\
+        --data results/data/imagenet.json --arch resnet50 --mode adversarial \\
         --recipe imagenet --seed 0 --device cuda --state results/.state/.../pretrain.pt --out ckpt.pt
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init` joins the process group
@@ -17,19 +18,16 @@ initialised group with more than one process and then
 * runs the training attack on each rank's slice with the unwrapped module;
 * writes the resume state from rank 0 only.
 
-The same command with WORLD_SIZE unset (plain ``python -m advlayers.distributed ...``) trains in one
-process. On a SIGTERM/SIGUSR1 the run saves its state and exits with 128 + the signal number (see
-`training.Preempted`); running the same command again resumes.
+The same command with WORLD_SIZE unset (plain ``advlayers pretrain ...``) trains in one process. On a
+SIGTERM/SIGUSR1 the run saves its state and exits with 128 + the signal number (see `resume.Preempted`);
+running the same command again resumes.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
 import os
-import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -178,72 +176,3 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
         if new is not child:
             setattr(module, name, new)
     return module
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _parse_override(text: str) -> tuple[str, object]:
-    import ast
-
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m advlayers.distributed",
-        description="Pretrain one net; under torchrun --nproc_per_node=N, with N processes (DDP + SyncBN).")
-    parser.add_argument("--data", required=True, help="a prepared dataset (datasets.prepare_dataset)")
-    parser.add_argument("--dataset", help="dataset name stored in the checkpoint (default: the artifact's)")
-    parser.add_argument("--arch", required=True)
-    parser.add_argument("--mode", required=True, choices=("conventional", "adversarial"))
-    parser.add_argument("--recipe", required=True, help="recipe preset name")
-    parser.add_argument("--override", action="append", default=[], type=_parse_override, metavar="FIELD=VALUE",
-                        help="recipe field override (Python literal), repeatable")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--state", required=True, help="resume state (outside the job's outputs)")
-    parser.add_argument("--out", required=True, help="checkpoint written by rank 0")
-    parser.add_argument("--logfile", help="append the log here (rank 0; other ranks log to stderr)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
-    args = parser.parse_args(argv)
-
-    from .checkpoints import save_checkpoint
-    from .datasets import load_prepared
-    from .training import get_recipe, pretrain
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    init(args.device)
-    try:
-        handlers = [logging.StreamHandler(sys.stderr)]
-        if args.logfile and is_main():
-            Path(args.logfile).parent.mkdir(parents=True, exist_ok=True)
-            handlers = [logging.FileHandler(args.logfile)]
-        logging.basicConfig(level=logging.INFO if is_main() else logging.WARNING, handlers=handlers, force=True,
-                            format=f"%(asctime)s rank{rank()} %(name)s %(levelname)s %(message)s")
-        recipe = get_recipe(args.recipe, **dict(args.override))
-        dataset = load_prepared(args.data)
-        result = pretrain(args.arch, dataset, recipe, mode=args.mode, seed=args.seed, device=args.device,
-                          state_path=args.state, progress=False)
-        if is_main():
-            save_checkpoint(args.out, result.model, dataset=args.dataset or dataset.info.name, seed=args.seed,
-                            epoch=recipe.epochs, recipe=recipe.as_dict(), pretraining=args.mode, retraining="none",
-                            direction="none", cutoff=None, retrained_modules=[], epochs=recipe.epochs,
-                            history=result.history, world_size=world_size())
-            Path(args.state).unlink(missing_ok=True)  # the checkpoint is complete
-            log.info("wrote %s", args.out)
-        barrier()
-    finally:
-        cleanup()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ rule prepare_data:
     output:
         "results/data/{dataset}.{ext}",
     params:
-        root=lambda wc: dataset_config(wc.dataset).get("root"),
+        root=lambda wc: grid.dataset_config(config, wc.dataset).get("root"),
     log:
         "logs/prepare_data/{dataset}.{ext}.log",
     wildcard_constraints:
@@ -14,6 +14,6 @@ rule prepare_data:
         runtime=60,
         mem_mb=8000,
     conda:
-        "../../envs/advlayers.yaml"
+        "../envs/advlayers.yaml"
     script:
         "../scripts/prepare_data.py"

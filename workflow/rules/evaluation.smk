@@ -1,23 +1,58 @@
 rule evaluate:
-    """Clean and PGD-N robust accuracy (true label, random start) of one checkpoint on the test split."""
+    """Clean and robust accuracy (true label, random start) of a pretrained net or of every cell of a batch,
+    with per-sample outcomes."""
     input:
-        data=lambda wc: data_file(wc.dataset),
-        checkpoint="results/checkpoints/{dataset}/{arch}/{name}.pt",
+        data=lambda wc: grid.data_path(wc.dataset),
+        nets=evaluated,
         library=library("evaluate"),
     output:
-        "results/evaluations/{dataset}/{arch}/{name}.json",
+        records="results/evaluations/{dataset}/{arch}/seed{seed}/{net}.json",
+        outcomes="results/evaluations/{dataset}/{arch}/seed{seed}/{net}.outcomes.parquet",
+    wildcard_constraints:
+        net=r"pretrain_(conventional|adversarial)|retrain_(conventional|adversarial)_[\w-]+",
     params:
-        attack=lambda wc: eval_params(wc.dataset, analysis_of(wc.name)),
-        seed=config["seed"],
+        checkpoints=config_error(evaluated_checkpoints),
+        attack=lambda wc: grid.eval_params(config, wc.dataset),
     log:
-        "logs/evaluate/{dataset}/{arch}/{name}.log",
-    threads: job_threads()
+        "logs/evaluate/{dataset}/{arch}/seed{seed}/{net}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{dataset}/{arch}/seed{seed}/{net}.tsv"
+    threads: grid.job_threads(config)
     resources:
-        gpu=job_gpus(),
+        gpu=grid.job_gpus(config),
         # evaluations keep no resume state: a retry after a time-out gets a longer limit
-        runtime=lambda wc, attempt: resources_of(wc.dataset, "evaluate", "runtime", 60) * attempt,
-        mem_mb=lambda wc: resources_of(wc.dataset, "evaluate", "mem_mb", 4000),
+        runtime=lambda wc, attempt: grid.resources(config, wc.dataset, "evaluate", "runtime", 60) * attempt,
+        mem_mb=resources_of("evaluate", "mem_mb", 4000),
     conda:
-        "../../envs/advlayers.yaml"
+        "../envs/advlayers.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_autoattack:
+    """AutoAttack (beside the figures' PGD) of the pretrained net and the key cells of a setting: the
+    robustness_gap table flags nets whose PGD accuracy overstates their robustness (gradient masking)."""
+    input:
+        data=lambda wc: grid.data_path(wc.dataset),
+        nets=config_error(autoattack_nets),
+        library=library("evaluate"),
+    output:
+        records="results/evaluations/{dataset}/{arch}/seed{seed}/autoattack_{pretraining}.json",
+        outcomes="results/evaluations/{dataset}/{arch}/seed{seed}/autoattack_{pretraining}.outcomes.parquet",
+    params:
+        checkpoints=config_error(lambda wc: grid.net_checkpoints(config, setting(wc),
+                                                                 grid.autoattack_cells(config, setting(wc)))),
+        attack=lambda wc: grid.autoattack_params(config, wc.dataset),
+    log:
+        "logs/evaluate_autoattack/{dataset}/{arch}/seed{seed}/{pretraining}.log",
+    benchmark:
+        "results/benchmarks/evaluate_autoattack/{dataset}/{arch}/seed{seed}/{pretraining}.tsv"
+    threads: grid.job_threads(config)
+    resources:
+        gpu=grid.job_gpus(config),
+        runtime=lambda wc, attempt: grid.resources(config, wc.dataset, "evaluate", "runtime", 60) * attempt,
+        mem_mb=resources_of("evaluate", "mem_mb", 4000),
+    conda:
+        "../envs/advlayers.yaml"
     script:
         "../scripts/evaluate.py"

@@ -1,25 +1,19 @@
 rule figure:
-    """Paper Fig. 2 layout: four retraining settings, x = cut-off, clean and robust accuracy per arch."""
+    """One figure (PNG + PDF): the cut-off figure of a dataset (Fig. 2-4) or an analysis's (Fig. 5-8)."""
     input:
-        table="results/tables/cutoff_{dataset}.parquet",
+        parts=config_error(figure_inputs),
         library=library("figure"),
     output:
-        png=report(
-            "results/figures/cutoff_{dataset}.png",
-            caption="../report/cutoff.rst",
-            category="Cut-off figures",
-            labels={"dataset": "{dataset}", "format": "png"},
-        ),
-        pdf="results/figures/cutoff_{dataset}.pdf",
+        png=report("results/figures/{figure}.png", caption="../report/figure.rst",
+                   category=lambda wc: grid.paper_figure(config, wc.figure),
+                   subcategory=lambda wc: figure_info(wc)["dataset"], labels={"figure": "{figure}"}),
+        pdf="results/figures/{figure}.pdf",
     params:
-        title=lambda wc: f"Partial retraining on {wc.dataset}",
-        recipe=lambda wc: recipe_params(wc.dataset),
-        retrain_recipe=lambda wc: recipe_params(wc.dataset, retrain=True),
-        attack=lambda wc: eval_params(wc.dataset),
-        archs=lambda wc: dataset_config(wc.dataset)["archs"],
+        info=config_error(figure_info),
     log:
-        "logs/figure/cutoff_{dataset}.log",
+        "logs/figure/{figure}.log",
+    localrule: True
     conda:
-        "../../envs/advlayers.yaml"
+        "../envs/advlayers.yaml"
     script:
         "../scripts/figure.py"

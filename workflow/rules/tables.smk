@@ -1,28 +1,47 @@
-rule table_dataset:
-    """One row per checkpoint of one dataset (what that dataset's figure reads)."""
-    input:
-        evaluations=lambda wc: evaluations(wc.dataset),
-        library=library("table"),
-    output:
-        "results/tables/cutoff_{dataset}.parquet",
-    log:
-        "logs/table/cutoff_{dataset}.log",
-    conda:
-        "../../envs/advlayers.yaml"
-    script:
-        "../scripts/table.py"
+# A table whose parts, or anything they are made from, went missing (e.g. the outputs of a failed evaluation,
+# which Snakemake deletes) reruns with them instead of keeping its old numbers: its rebuild marker is rewritten
+# while the DAG is built (advlayers.verify.table_rebuild_marker explains how).
+
+from advlayers import verify as consistency  # noqa: E402
 
 
 rule table:
-    """Every configured dataset's rows in one table."""
+    """One result table (README "Tables"): gathered from the evaluations, or stacked from the per-net parts."""
     input:
-        evaluations=[e for dataset in config["datasets"] for e in evaluations(dataset)],
+        parts=config_error(lambda wc: consistency.table_parts(config, wc.table)),
+        # what the parts are made from: only their absence matters (it reruns the table and the missing jobs)
+        upstream=ancient(config_error(lambda wc: consistency.table_upstream(config, wc.table))),
+        rebuild=lambda wc: consistency.table_rebuild_marker(config, wc.table),
         library=library("table"),
     output:
-        report("results/tables/cutoff.parquet", caption="../report/table.rst", category="Tables"),
+        table="results/tables/{table}.parquet",
+        # the report shows the table inline (the parquet file has every column)
+        html=report("results/tables/{table}.html", caption="../report/table.rst", category="Tables",
+                    labels={"table": "{table}"}),
+    wildcard_constraints:
+        table=grid.table_pattern(config),
+    params:
+        coordinates=lambda wc: grid.table_coordinates(config, wc.table)
+        if grid.table_kind(wc.table) in ("cutoff", "layer_cutoff", "module_subsets") else [],
     log:
-        "logs/table/cutoff.log",
+        "logs/table/{table}.log",
+    localrule: True
     conda:
-        "../../envs/advlayers.yaml"
+        "../envs/advlayers.yaml"
     script:
         "../scripts/table.py"
+
+
+rule table_rebuild_marker:
+    """A table's rebuild marker, empty (a run that must rebuild the table rewrites it while building the DAG)."""
+    output:
+        "results/.rebuild/{table}.txt",
+    wildcard_constraints:
+        table=grid.table_pattern(config),
+    log:
+        "logs/table_rebuild_marker/{table}.log",
+    localrule: True
+    conda:
+        "../envs/advlayers.yaml"
+    shell:
+        "touch {output} 2> {log}"

@@ -1,55 +1,61 @@
 # Training resume state lives in results/.state, outside the outputs: Snakemake deletes the outputs of a
-# failed job, and a resubmitted job continues from the last finished epoch.
+# failed job, and a resubmitted job continues from the last finished epoch (and a batch from its last cell).
 
 
 rule pretrain:
     """Train a fresh net on the whole training set, conventionally or adversarially."""
     input:
-        data=lambda wc: data_file(wc.dataset),
+        data=lambda wc: grid.data_path(wc.dataset),
         library=library("pretrain"),
     output:
-        model="results/checkpoints/{dataset}/{arch}/pretrain_{pretraining}.pt",
-        # the epoch-0 weights, for layer re-initialisation (Fig. 7)
-        initial="results/checkpoints/{dataset}/{arch}/init_{pretraining}.pt",
+        model="results/checkpoints/{dataset}/{arch}/seed{seed}/pretrain_{pretraining}.pt",
+        # the epoch-0 weights: Fig. 7's rewind source
+        initial="results/checkpoints/{dataset}/{arch}/seed{seed}/init_{pretraining}.pt",
     params:
-        recipe=lambda wc: recipe_params(wc.dataset),
-        seed=config["seed"],
-        state="results/.state/{dataset}/{arch}/pretrain_{pretraining}.pt",
+        recipe=lambda wc: grid.recipe_params(config, wc.dataset),
+        width=lambda wc: grid.width(config, wc.dataset),
+        state=lambda wc: f"{state_dir(wc)}/pretrain_{wc.pretraining}.pt",
     log:
-        "logs/pretrain/{dataset}/{arch}/{pretraining}.log",
-    threads: job_threads()
+        "logs/pretrain/{dataset}/{arch}/seed{seed}/{pretraining}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{dataset}/{arch}/seed{seed}/{pretraining}.tsv"
+    threads: grid.job_threads(config)
     resources:
-        # gpus > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (workflow/scripts/pretrain.py)
-        gpu=lambda wc: resources_of(wc.dataset, "pretrain", "gpu", job_gpus()),
-        runtime=lambda wc: resources_of(wc.dataset, "pretrain", "runtime", 60),
-        mem_mb=lambda wc: resources_of(wc.dataset, "pretrain", "mem_mb", 4000),
+        # gpu > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (workflow/scripts/pretrain.py)
+        gpu=lambda wc: grid.resources(config, wc.dataset, "pretrain", "gpu", grid.job_gpus(config)),
+        runtime=resources_of("pretrain", "runtime", 60),
+        mem_mb=resources_of("pretrain", "mem_mb", 4000),
     conda:
-        "../../envs/advlayers.yaml"
+        "../envs/advlayers.yaml"
     script:
         "../scripts/pretrain.py"
 
 
 rule retrain:
-    """Re-initialise the modules before/after the cut-off and retrain only them, in the opposite mode."""
+    """Re-initialise each cell's layers (a fresh draw) and retrain only them, in the opposite mode; one
+    checkpoint per cell of the batch (one cell per job unless config `batching` groups them)."""
     input:
-        data=lambda wc: data_file(wc.dataset),
-        pretrained="results/checkpoints/{dataset}/{arch}/pretrain_{pretraining}.pt",
+        data=lambda wc: grid.data_path(wc.dataset),
+        pretrained=rules.pretrain.output.model,
         library=library("retrain"),
     output:
-        "results/checkpoints/{dataset}/{arch}/retrain_{pretraining}_{direction}{cutoff}.pt",
+        directory("results/checkpoints/{dataset}/{arch}/seed{seed}/retrain_{pretraining}_{batch}"),
     params:
-        recipe=lambda wc: recipe_params(wc.dataset, retrain=True),
-        mode=lambda wc: opposite(wc.pretraining),
-        seed=config["seed"],
-        state="results/.state/{dataset}/{arch}/retrain_{pretraining}_{direction}{cutoff}.pt",
+        cells=config_error(lambda wc: BATCHES[setting(wc)][wc.batch]),
+        recipe=lambda wc: grid.recipe_params(config, wc.dataset, retrain=True),
+        mode=lambda wc: grid.opposite(wc.pretraining),
+        width=lambda wc: grid.width(config, wc.dataset),
+        state=state_dir,
     log:
-        "logs/retrain/{dataset}/{arch}/{pretraining}_{direction}{cutoff}.log",
-    threads: job_threads()
+        "logs/retrain/{dataset}/{arch}/seed{seed}/{pretraining}_{batch}.log",
+    benchmark:
+        "results/benchmarks/retrain/{dataset}/{arch}/seed{seed}/{pretraining}_{batch}.tsv"
+    threads: grid.job_threads(config)
     resources:
-        gpu=job_gpus(),
-        runtime=lambda wc: resources_of(wc.dataset, "retrain", "runtime", 60),
-        mem_mb=lambda wc: resources_of(wc.dataset, "retrain", "mem_mb", 4000),
+        gpu=grid.job_gpus(config),
+        runtime=resources_of("retrain", "runtime", 60),
+        mem_mb=resources_of("retrain", "mem_mb", 4000),
     conda:
-        "../../envs/advlayers.yaml"
+        "../envs/advlayers.yaml"
     script:
         "../scripts/retrain.py"

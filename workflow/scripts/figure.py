@@ -4,9 +4,14 @@ log = setup(snakemake)  # noqa: F821 (injected by Snakemake)
 
 import pandas as pd
 
-from advlayers.plots import cutoff_figure, save_figure
+from advlayers.figures import FIGURES, save_figure
 
-table = pd.read_parquet(snakemake.input.table)
-fig = cutoff_figure(table, title=snakemake.params.title, archs=snakemake.params.archs)
-save_figure(fig, snakemake.output.png, snakemake.output.pdf)
-log.info("wrote %s and %s", snakemake.output.png, snakemake.output.pdf)
+# info (workflow/rules/figures.smk): kind, dataset, arch(s), width, attack, recipe / analysis, ... of the config
+# that ran. parts: the figure's table, or (features_<method>) the embedding of every pretrained net.
+info, out = dict(snakemake.params.info), snakemake.output
+data = pd.concat([pd.read_parquet(p) for p in snakemake.input.parts], ignore_index=True)
+log.info("figure %s (%s): %d rows from %d file(s)", snakemake.wildcards.figure, info["kind"], len(data),
+         len(snakemake.input.parts))
+fig = FIGURES[info["kind"]](data, info)
+save_figure(fig, out.png, out.pdf)
+log.info("wrote %s and %s", out.png, out.pdf)

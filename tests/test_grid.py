@@ -1,0 +1,134 @@
+"""advlayers.grid: the vocabulary matches the library, cells are canonical and shared, batches are stable, and
+the cost model, the workflow and the grid agree on every job."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from advlayers import cost, grid
+from advlayers.models import build_model, layers
+from advlayers.recipes import PRESETS, Recipe
+
+from conftest import REPO, snakemake
+
+DEMO = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+
+
+def test_grid_imports_no_torch():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, advlayers.grid, advlayers.recipes, advlayers.cost; "
+                          "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_module_layers_match_the_models():
+    for arch, counts in grid.MODULE_LAYERS.items():
+        found = [layer.module for layer in layers(build_model(arch, 10, 32, width=0.25))]
+        assert tuple(found.count(m) for m in grid.MODULE_NAMES) == counts, arch
+
+
+def test_schema_enums_match_the_grid():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    ds = schema["definitions"]["dataset"]["properties"]
+    assert ds["archs"]["items"]["enum"] == list(grid.ARCHS)
+    assert sorted(ds["recipe"]["enum"]) == sorted(PRESETS)
+    assert schema["properties"]["datasets"]["propertyNames"]["enum"] == list(grid.DATASETS)
+    assert set(schema["properties"]["analyses"]["properties"]) == set(grid.ANALYSES)
+    from dataclasses import fields
+
+    assert set(schema["definitions"]["recipe_overrides"]["properties"]) == {f.name for f in fields(Recipe)}
+
+
+def test_cells_are_canonical():
+    # 'before 2' == layer cut-off 5 == subset 110000 for resnet18 (m0 has 1 layer, m1 4)
+    assert grid.cell_of_mask(grid.cutoff_mask(2, "before")) == "m110000"
+    assert grid.cell_of_layers("resnet18", grid.layer_range("resnet18", 5)) == "m110000"
+    assert grid.cell_of_layers("resnet18", grid.layer_range("resnet18", 7)) == "l0-7"
+    assert grid.cell_of_layers("resnet18", grid.layer_range("resnet18", 21)) == "m111111"
+    assert grid.cell_of_mask(grid.cutoff_mask(0, "after")) == grid.cell_of_mask(grid.cutoff_mask(6, "before"))
+    assert grid.cell_of_mask("000000") is None
+    assert grid.cell_layers("resnet18", "m010000") == [1, 2, 3, 4]
+    assert grid.cell_modules("resnet18", "l0-7") == ["m0", "m1", "m2"]
+    with pytest.raises(grid.ConfigError, match="0/1"):
+        grid.mask_modules("1010")
+
+
+def test_cells_are_shared_between_figures():
+    cells = grid.cells(DEMO)
+    conv = cells[grid.Setting("mnist5k", "resnet18", 0, "conventional")]
+    assert len(conv) == len(set(conv))
+    # Fig. 2's 8 cells, the 4 subsets of m0..m2 not among them, and the 2 layer cut-offs not module-aligned
+    # (k = 3, 7); layer cut-offs 1, 5, 10, 21 and subsets 100000, 110000, 111000 are Fig. 2 cells
+    assert len(conv) == 8 + 4 + 2
+    paper = grid.cells(PAPER)
+    cifar = paper[grid.Setting("cifar10", "resnet18", 0, "conventional")]
+    # 63 subsets + 21 layer cut-offs of which 6 are module-aligned
+    assert len(cifar) == 63 + 15
+    # before 6 and after 0 are one cell
+    vgg = paper[grid.Setting("cifar10", "vgg11_bn", 0, "adversarial")]
+    assert len(vgg) == 11
+
+
+def test_batches_are_stable_when_cells_are_added():
+    config = {**DEMO, "batching": {"jobs_per_setting": 3}}
+    before = grid.batches(config)
+    more = {**config, "cutoffs": {"before": [1, 2, 3, 4, 6], "after": [1, 2, 3, 4]}}
+    after = grid.batches(more)
+    setting = grid.Setting("mnist5k", "resnet18", 0, "adversarial")
+    changed = [b for b in after[setting] if after[setting][b] != before[setting].get(b)]
+    assert len(changed) == 1 and "m111100" in after[setting][changed[0]]
+    assert grid.batches({**DEMO, "batching": {}})[setting] == {c: [c] for c in grid.cells(DEMO)[setting]}
+
+
+def test_table_coordinates_name_every_cell():
+    rows = grid.table_coordinates(PAPER, "cutoff")
+    cifar = [r for r in rows if r["dataset"] == "cifar10" and r["arch"] == "resnet18" and r["pretraining"] == "conventional"]
+    assert {(r["direction"], r["cutoff"]) for r in cifar} >= {("before", 6), ("after", 0), ("none", None)}
+    cell = {(r["direction"], r["cutoff"]): r["cell"] for r in cifar}
+    assert cell[("before", 6)] == cell[("after", 0)] == "m111111" and cell[("none", None)] == "pretrained"
+    subsets = grid.table_coordinates(PAPER, "module_subsets")
+    assert len(subsets) == 2 * 64 and {r["cell"] for r in subsets if r["subset"] == "000000"} == {"pretrained"}
+
+
+def _job_stats(root, *config_args) -> dict[str, int]:
+    _, out = snakemake(root, "-n", "all_figures", *config_args)
+    table = out[out.index("Job stats:"):].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml"])
+def test_cost_model_and_workflow_agree_on_every_job(repo_copy, configfile):
+    stats = _job_stats(repo_copy, "--configfile", configfile)
+    config = yaml.safe_load((REPO / configfile).read_text())
+    assert cost.job_counts(config) == {rule: stats.get(rule, 0) for rule in cost.STAGES}
+    assert grid.job_counts(config)["retrain"] == sum(len(b) for b in grid.batches(config).values())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["cutoffs"].update(before=[]), "cutoffs.before"),
+    (lambda c: c["analyses"]["features"].update(arch="vgg11_bn"), "analyses.features.arch"),
+    (lambda c: c["datasets"]["mnist5k"]["eval"].pop("steps"), "needs steps"),
+])
+def test_validate_names_the_key(edit, message):
+    import copy
+
+    config = copy.deepcopy(DEMO)
+    edit(config)
+    with pytest.raises(grid.ConfigError, match=message):
+        grid.validate(config, tuple(PRESETS))
+
+
+def test_missing_dataset_root_is_named(tmp_path):
+    with pytest.raises(grid.ConfigError, match=r"datasets.cifar10.root = .* does not exist"):
+        grid.check_root("cifar10", str(tmp_path / "nowhere"))
+    (tmp_path / "cifar").mkdir()
+    with pytest.raises(grid.ConfigError, match="lacks data_batch_1"):
+        grid.check_root("cifar10", str(tmp_path / "cifar"))
+    with pytest.raises(grid.ConfigError, match="is not set"):
+        grid.check_root("imagenet", None)

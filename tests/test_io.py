@@ -1,0 +1,151 @@
+"""advlayers.io: atomic writes with ordinary file permissions, no partial files, and content digests."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+
+import pandas as pd
+import pytest
+import torch
+
+from advlayers.checkpoints import save_checkpoint
+from advlayers.io import (
+    atomic_write, file_digests, read_parquet_metadata, save_torch, sha256_file, stale_temporaries, state_digest,
+    write_json, write_parquet,
+)
+from advlayers.models import build_model
+
+from conftest import WIDTH
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _writers(tmp_path):
+    model = build_model("resnet18", 10, 32, seed=0, width=WIDTH)
+    return {
+        "atomic_write bytes": lambda p: atomic_write(p, b"bytes"),
+        "atomic_write text": lambda p: atomic_write(p, "text"),
+        "atomic_write callable": lambda p: atomic_write(p, lambda f: f.write(b"called")),
+        "save_torch": lambda p: save_torch(p, {"x": torch.zeros(2)}),
+        "save_checkpoint": lambda p: save_checkpoint(p, model, dataset="digits", seed=0, epoch=1),
+        "write_parquet": lambda p: write_parquet(p, pd.DataFrame({"a": [1, 2]}), metadata={"k": 1}),
+        "write_json": lambda p: write_json(p, {"a": 1}),
+    }
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_files_get_the_permissions_of_the_umask(tmp_path, mask, expected):
+    """Not mkstemp's 0600: checkpoints and tables stay readable for the rest of a cluster project's group."""
+    writers = _writers(tmp_path)
+    with umask(mask):
+        for name, write in writers.items():
+            path = tmp_path / f"{name.replace(' ', '_')}.out"
+            write(path)
+            assert mode(path) == expected, f"{name}: {oct(mode(path))}"
+            # overwriting keeps the umask's mode (and never the temporary file's)
+            os.chmod(path, 0o600)
+            write(path)
+            assert mode(path) == expected, f"{name} (overwrite): {oct(mode(path))}"
+
+
+def test_writes_leave_the_umask_unchanged(tmp_path):
+    with umask(0o027):
+        atomic_write(tmp_path / "a", b"x")
+        assert os.umask(0o027) == 0o027  # atomic_write reads the umask without changing it
+        assert mode(tmp_path / "a") == 0o640
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, error):
+    path = tmp_path / "table.json"
+    write_json(path, {"version": 1})
+
+    def broken(f):
+        f.write(b"partial")
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.json"]
+    assert stale_temporaries(path) == []
+    # a first write that fails leaves nothing at all
+    with pytest.raises(type(error)):
+        atomic_write(tmp_path / "new.pt", broken)
+    assert not (tmp_path / "new.pt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["table.json"]
+
+
+def test_atomic_write_creates_folders_and_returns_the_path(tmp_path):
+    path = tmp_path / "a" / "b" / "c.txt"
+    assert atomic_write(path, "hello") == path and path.read_text() == "hello"
+    assert path.read_bytes() == b"hello"
+
+
+def test_stale_temporaries_are_found(tmp_path):
+    path = tmp_path / "state.pt"
+    assert stale_temporaries(tmp_path / "missing" / "state.pt") == []
+    left = tmp_path / ".state.pt.x1y2.tmp"
+    left.write_bytes(b"partial")
+    (tmp_path / ".other.pt.x1y2.tmp").write_bytes(b"not ours")
+    assert stale_temporaries(path) == [left]
+
+
+def test_parquet_metadata_and_json_round_trip(tmp_path):
+    df = pd.DataFrame({"cell": ["m110000", "l0-7"], "acc": [0.5, 0.25]})
+    write_parquet(tmp_path / "t.parquet", df, metadata={"config": {"seeds": [0, 1]}})
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t.parquet"), df)
+    assert read_parquet_metadata(tmp_path / "t.parquet") == {"config": {"seeds": [0, 1]}}
+    write_parquet(tmp_path / "plain.parquet", df)
+    assert read_parquet_metadata(tmp_path / "plain.parquet") == {}
+    write_json(tmp_path / "r.json", {"path": tmp_path})  # non-JSON values as strings
+    assert json.loads((tmp_path / "r.json").read_text()) == {"path": str(tmp_path)}
+
+
+def test_file_digests(tmp_path):
+    (tmp_path / "data.pt").write_bytes(b"some bytes")
+    assert sha256_file(tmp_path / "data.pt") == hashlib.sha256(b"some bytes").hexdigest()
+    assert file_digests({"data": tmp_path / "data.pt"}) == {
+        "data": {"path": str(tmp_path / "data.pt"), "sha256": hashlib.sha256(b"some bytes").hexdigest()}}
+
+
+def test_state_digest_is_a_content_hash():
+    a = build_model("resnet18", 10, 32, seed=0, width=WIDTH).state_dict()
+    b = build_model("resnet18", 10, 32, seed=0, width=WIDTH).state_dict()
+    assert all(x.data_ptr() != y.data_ptr() for x, y in zip(a.values(), b.values()))
+    digest = state_digest(a)
+    assert digest == state_digest(b) and len(digest) == 64
+    assert state_digest(dict(reversed(list(a.items())))) == digest  # key order does not matter
+    # the memory layout does not matter (a channels_last net has the same weights)
+    assert state_digest({k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v
+                         for k, v in a.items()}) == digest
+    # one changed value, one bit, a renamed key, another dtype or shape: another digest
+    changed = {k: v.clone() for k, v in a.items()}
+    changed["m2.0.conv1.weight"][0, 0, 0, 0] += 1e-3
+    assert state_digest(changed) != digest
+    flipped = {k: v.clone() for k, v in a.items()}
+    flipped["m5.2.bias"].view(torch.int32)[0] ^= 1
+    assert state_digest(flipped) != digest
+    renamed = dict(a)
+    renamed["m5.2.other"] = renamed.pop("m5.2.bias")
+    assert state_digest(renamed) != digest
+    as_double = {k: v.double() if v.is_floating_point() else v for k, v in a.items()}
+    assert state_digest(as_double) != digest
+    reshaped = dict(a)
+    reshaped["m5.2.weight"] = a["m5.2.weight"].reshape(-1)
+    assert state_digest(reshaped) != digest
+    assert state_digest({"x": torch.zeros(0)}) != state_digest({"x": torch.zeros(0, 1)})

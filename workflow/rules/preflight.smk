@@ -1,0 +1,23 @@
+# `snakemake preflight --configfile config/paper.yaml config/preflight.yaml`: the paper's whole DAG at toy size
+# (config/preflight.yaml), then a checklist of what a cluster run needs (docs/cluster.md, "Step 1: preflight";
+# advlayers.preflight). Included after the `all_figures` target, whose inputs it takes; other targets never
+# need its outputs.
+
+
+rule preflight:
+    """Every figure, table and the claims check, then results/preflight.md (device and precision of every
+    checkpoint, DDP ranks agreeing, every rule's outputs, training throughput) and results/throughput.yaml
+    (for `advlayers cost --throughput`); prints the checklist."""
+    input:
+        rules.all_figures.input,
+        library=library("preflight"),
+    output:
+        markdown="results/preflight.md",
+        throughput="results/throughput.yaml",
+    log:
+        "logs/preflight.log",
+    localrule: True
+    conda:
+        "../envs/advlayers.yaml"
+    script:
+        "../scripts/preflight.py"
