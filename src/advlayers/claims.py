@@ -49,6 +49,8 @@ C8b Fig. 8a: conventional net, AUROC(m4) - max AUROC(other modules) > -0.01 (m4 
 C8c Fig. 8b: max over modules of AUROC(adversarial net) - AUROC(conventional net) < 0.
 """
 
+# Length: the claims' checkers (C0-C8) and the verdict table live together; each checker is short.
+
 from __future__ import annotations
 
 import math
@@ -459,3 +461,29 @@ def to_markdown(table: pd.DataFrame, details: bool = True) -> str:
         if notes:
             lines += ["## Notes", "", *notes, ""]
     return "\n".join(lines) + "\n"
+
+
+VERDICT_COLOURS = {"holds": "#cfe8cf", "fails": "#f4c7c3", "inconclusive": "#fce8b2", "not run": "#e8e8e8"}
+
+
+def to_html(table: pd.DataFrame) -> str:
+    """The claims table as a self-contained HTML page (the report shows it inline)."""
+    import html
+
+    shown = table.assign(interval=[f"[{_fmt(r.ci_lo)}, {_fmt(r.ci_hi)}]" if r.verdict != "not run" else ""
+                                   for r in table.itertuples()],
+                         value=table["value"].map(_fmt), threshold=[f"{r.side} {r.threshold:g}" for r in table.itertuples()])
+    columns = ["claim", "figure", "dataset", "arch", "variant", "claim_text", "statistic", "value", "interval",
+               "threshold", "verdict", "note"]
+    rows = []
+    for r in shown[columns].itertuples(index=False):
+        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in r[:-2])
+        colour = VERDICT_COLOURS.get(r.verdict, "#fff")
+        rows.append(f"<tr>{cells}<td style='background:{colour}'><b>{html.escape(r.verdict)}</b></td>"
+                    f"<td>{html.escape(str(r.note))}</td></tr>")
+    header = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
+    rules = html.escape(__doc__.split("Claims (paper")[0].strip()).replace("\n\n", "</p><p>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>claims</title><style>"
+            "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
+            "padding:3px 6px;vertical-align:top}</style></head><body><h2>Does this run reproduce the paper?</h2>"
+            f"<table><tr>{header}</tr>{''.join(rows)}</table><h3>Rules</h3><p>{rules}</p></body></html>\n")
