@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # end to end: about a minute (more on a loaded machine)
 def test_benchmarks_quick_writes_a_table(tmp_path):
     pytest.importorskip("torchattacks")
     out = tmp_path / "results.md"

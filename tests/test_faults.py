@@ -1,0 +1,658 @@
+"""Fault corpus: what a hostile but fair user can do to a run, and what they see.
+
+Each case damages a private copy of the tiny run (conftest `tiny_run`, `copy_of`) or calls an entry point with
+bad input, and asserts either a one-line error (no Python traceback where the entry point is the `advlayers`
+command or Snakemake's report) or the correct recovered result, and that nothing finished was lost.
+
+The silent cases of "no silent wrong result":
+  1. a stale resume state must not override a new pretrained net (the state's fingerprint covers the weights
+     the run started from);
+  2. a swapped checkpoint of the same arch is refused by the evaluation, and a table refuses duplicate keys;
+  3. a failed evaluation is not masked on the next run (the table rule's rebuild marker,
+     `advlayers.verify.table_rebuild_marker`);
+and after the command `advlayers verify` prints, the tables are right again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from advlayers import cli, grid
+from advlayers.attacks import AttackSpec, pgd
+from advlayers.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from advlayers.io import state_digest
+from advlayers.models import build_model
+from advlayers.recipes import get_recipe
+from advlayers.verify import main as verify_main
+from advlayers.verify import verify
+
+from conftest import REPO, TARGETS, copy_of, dry_run, snakemake
+
+SRC = REPO / "src"
+CONFIG = ("--configfile", "tiny.yaml")
+CKPT = "results/checkpoints/digits/resnet18/seed0"
+EVALS = "results/evaluations/digits/resnet18/seed0"
+CUTOFF = "results/tables/cutoff.parquet"
+KEY = ["pretraining", "direction", "cutoff"]
+NUMBERS = ["cell", "clean_acc", "robust_acc", "checkpoint_digest"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def library_env() -> dict:
+    """The environment of a subprocess that runs this checkout's library, one thread."""
+    return dict(os.environ, OMP_NUM_THREADS="1",
+                PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+
+
+def assert_one_line(text: str, *words) -> str:
+    """The single non-empty line of `text` (no traceback) containing every word."""
+    assert "Traceback" not in text, text[-3000:]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text[-3000:]
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def flip_byte(path: Path, where: float = 0.5) -> None:
+    """Flip one byte (bit rot), keeping the file's modification time (Snakemake cannot see it)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under results/ except the rebuild markers."""
+    results = root / "results"
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in results.rglob("*")
+            if p.is_file() and ".rebuild" not in p.parts}
+
+
+def results_copy(tiny_run: Path, dst: Path) -> Path:
+    """Only the results of the tiny run (what `verify` reads): faster than a whole copy."""
+    shutil.copytree(tiny_run / "results", dst / "results", symlinks=True)
+    return dst
+
+
+def cutoff_numbers(root: Path) -> pd.DataFrame:
+    table = pd.read_parquet(root / CUTOFF)
+    return table[KEY + NUMBERS].sort_values(KEY, key=lambda s: s.astype(str)).reset_index(drop=True)
+
+
+def log_of(root: Path, rule: str, name: str) -> str:
+    return (root / "logs" / rule / "digits" / "resnet18" / "seed0" / f"{name}.log").read_text()
+
+
+def one_problem(problems, path: str, kind: str | None = None):
+    found = [p for p in problems if p.path == path]
+    assert found, [p.path for p in problems]
+    if kind:
+        assert found[0].kind == kind, found[0]
+    return found[0]
+
+
+# --------------------------------------------------------------------------- the silent cases, end to end
+# One copy of the tiny run takes all three damages; the same runs show each fault loud, then the recovery.
+#   conventional m100000: its checkpoint rots (a flipped byte, mtime kept), and a resume state made from the
+#       ADVERSARIAL pretrained net waits at its state path (a stale state after a pretraining change);
+#   adversarial m000011: its checkpoint is swapped for the conventional net's cell of the same name and arch.
+# While the recovery runs, a second Snakemake on the same folder is refused by the lock.
+
+ROT = f"{CKPT}/retrain_conventional_m100000"
+SWAP = f"{CKPT}/retrain_adversarial_m000011"
+STALE_STATE = "results/.state/digits/resnet18/seed0/retrain_conventional_m100000.pt"
+FORCED = [f"{EVALS}/retrain_conventional_m100000.json", f"{EVALS}/retrain_adversarial_m000011.json"]
+
+
+def _plant_stale_state(root: Path) -> None:
+    """A complete resume state of the conventional m100000 cell, trained from the other pretrained net."""
+    from advlayers.datasets import load_prepared
+    from advlayers.training import retrain_cell
+
+    config = yaml.safe_load((root / "tiny.yaml").read_text())
+    other, _ = load_checkpoint(root / CKPT / "pretrain_adversarial.pt")
+    retrain_cell(other, load_prepared(root / "results/data/digits.pt"), "m100000",
+                 recipe=grid.recipe_params(config, "digits", retrain=True), mode="adversarial", seed=0, device="cpu",
+                 state_path=root / STALE_STATE, out=root / "stale_cell.pt",
+                 inputs={"data": root / "results/data/digits.pt"}, dataset_name="digits", pretraining="conventional")
+    assert (root / STALE_STATE).is_file()
+
+
+def _eval_logs(root: Path) -> dict[str, str]:
+    return {Path(f).stem: log_of(root, "evaluate", Path(f).stem) for f in FORCED}
+
+
+def _verify_in_process(root: Path, *args) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = verify_main(["--root", str(root), *args])
+    return rc, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def silent(tiny_run, tmp_path_factory):
+    """The damaged copy and what each step showed: `snakemake verify`, the forced evaluations, the next plain
+    run, verify again, its recovery command (raced by a second Snakemake), `snakemake verify` and a dry run."""
+    root = copy_of(tiny_run, tmp_path_factory.mktemp("silent") / "run")
+    steps = {"before": cutoff_numbers(root)}
+    flip_byte(root / ROT / "m100000.pt")
+    swapped = root / SWAP / "m000011.pt"
+    st = swapped.stat()
+    shutil.copyfile(root / CKPT / "retrain_conventional_m000011" / "m000011.pt", swapped)
+    os.utime(swapped, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _plant_stale_state(root)
+    steps["dry_before"] = dry_run(root, *TARGETS, *CONFIG)
+    steps["verify1"] = snakemake(root, "verify", "--cores", "1", *CONFIG, check=False)
+    # what a changed evaluation setting (or `--forcerun`) does: the two evaluations run again, and fail
+    steps["forced"] = snakemake(root, *TARGETS, "--cores", "2", *CONFIG, "-k", "--forcerun", *FORCED, check=False)
+    steps["forced_logs"] = _eval_logs(root)
+    steps["gone_after_failure"] = [f for f in FORCED if not (root / f).exists()]
+    steps["tables_after_failure"] = cutoff_numbers(root)
+    steps["again"] = snakemake(root, *TARGETS, "--cores", "2", *CONFIG, "-k", check=False)
+    steps["again_logs"] = _eval_logs(root)
+    steps["marker"] = (root / "results/.rebuild/cutoff.txt").read_text()
+    steps["verify2"] = _verify_in_process(root, "--configfile", "tiny.yaml")
+    command = shlex.split(steps["verify2"][1].strip().splitlines()[-1].rsplit(": ", 1)[1])
+    assert command[:2] == ["snakemake", "--cores"], command
+    steps["command"] = command
+    recovery = subprocess.Popen([sys.executable, "-m", *command], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    locks, deadline = root / ".snakemake" / "locks", time.monotonic() + 300
+    while not (locks.is_dir() and any(locks.iterdir())) and recovery.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    steps["raced"] = recovery.poll() is None
+    steps["second"] = snakemake(root, *TARGETS, "--cores", "1", *CONFIG, check=False)
+    steps["recovery"] = (recovery.wait(timeout=900), recovery.stdout.read())
+    steps["verify3"] = snakemake(root, "verify", "--cores", "1", *CONFIG, check=False)
+    steps["dry_after"] = dry_run(root, *TARGETS, *CONFIG)
+    return root, steps
+
+
+@pytest.mark.slow
+def test_silent_damage_is_invisible_to_snakemake_but_named_by_verify(silent):
+    root, steps = silent
+    assert steps["dry_before"] == {}  # Snakemake sees no change: a rotten or swapped file keeps its date
+    rc, out = steps["verify1"]
+    assert rc != 0 and "Error in rule verify" in out and "Traceback" not in out
+    lines = {line.split(": ", 1)[0]: line for line in out.splitlines() if line.startswith("results/")}
+    assert set(lines) == {f"{ROT}/m100000.pt", f"{SWAP}/m000011.pt"}, out[-3000:]
+    rot, swap = lines[f"{ROT}/m100000.pt"], lines[f"{SWAP}/m000011.pt"]
+    assert rot.startswith(f"{ROT}/m100000.pt: corrupt: ") and "do not match their recorded digest" in rot
+    assert rot.endswith(f"rebuild: snakemake --cores all all_figures --configfile tiny.yaml --forcerun {ROT}")
+    assert swap.startswith(f"{SWAP}/m000011.pt: swapped: holds pretraining='conventional'")
+    assert swap.endswith(f"--forcerun {SWAP}")
+
+
+@pytest.mark.slow
+def test_swapped_checkpoint_of_same_arch_is_refused_by_the_evaluation(silent):
+    """Item 2: the evaluation checks each checkpoint against the net its job is for."""
+    root, steps = silent
+    rc, out = steps["forced"]
+    assert rc != 0 and out.count("Error in rule evaluate") == 2 and "Traceback" not in out
+    logs = steps["forced_logs"]
+    assert "has pretraining='conventional', expected 'adversarial'" in logs["retrain_adversarial_m000011"]
+    assert "is corrupt: its weights do not match their recorded digest" in logs["retrain_conventional_m100000"]
+    assert steps["gone_after_failure"] == FORCED  # Snakemake deleted the failed jobs' outputs
+
+
+@pytest.mark.slow
+def test_failed_evaluation_is_not_masked_on_the_next_run(silent):
+    """Item 3: with the failed jobs' outputs gone, the next run must not say "Nothing to be done" and keep the
+    old table: it runs the evaluations again (and fails again, loudly)."""
+    root, steps = silent
+    rc, out = steps["again"]
+    assert rc != 0 and "Nothing to be done" not in out, out[-3000:]
+    assert out.count("Error in rule evaluate") == 2, out[-3000:]
+    again = steps["again_logs"]["retrain_adversarial_m000011"]
+    assert "has pretraining='conventional', expected 'adversarial'" in again
+    assert all(f in steps["marker"] for f in FORCED)  # why the table job is back: its rebuild marker
+    # nothing finished was lost: the old table stays until it can be rebuilt
+    pd.testing.assert_frame_equal(steps["tables_after_failure"], steps["before"])
+
+
+@pytest.mark.slow
+def test_verify_names_the_missing_evaluations_and_one_command(silent):
+    root, steps = silent
+    rc, out = steps["verify2"]
+    assert rc == 1
+    assert f"{EVALS}/retrain_conventional_m100000.json: missing: " in out
+    command = steps["command"]
+    assert command[:6] == ["snakemake", "--cores", "all", "all_figures", "--configfile", "tiny.yaml"]
+    assert {ROT, SWAP, *FORCED} <= set(command[command.index("--forcerun") + 1:])
+
+
+@pytest.mark.slow
+def test_second_snakemake_on_the_same_directory_is_refused(silent):
+    root, steps = silent
+    assert steps["raced"], "the recovery ended before it could be raced"
+    rc, out = steps["second"]
+    assert rc != 0 and "cannot be locked" in out and "--unlock" in out and "Traceback" not in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_recovery_command_restores_the_table(silent):
+    root, steps = silent
+    rc, out = steps["recovery"]
+    assert rc == 0, out[-3000:]
+    pd.testing.assert_frame_equal(cutoff_numbers(root), steps["before"])  # the same nets, the same numbers
+    rc, out = steps["verify3"]
+    assert rc == 0 and re.search(r"^verified \d+ artifacts: all consistent$", out, re.M), out[-3000:]
+    assert steps["dry_after"] == {}  # no rerun loop
+
+
+@pytest.mark.slow
+def test_stale_resume_state_after_a_pretraining_change_is_discarded(silent):
+    """Item 1: the state made from the other pretrained net was not resumed (it would have saved that net's
+    retrained weights under this cell's name); the cell was retrained from its own pretrained net."""
+    root, steps = silent
+    log = (root / "logs/retrain/digits/resnet18/seed0/conventional_m100000.log").read_text()
+    assert f"discarding training state {STALE_STATE}: it belongs to another run (differs in start)" in log
+    before = steps["before"]
+    original = before[(before["pretraining"] == "conventional") & (before["cell"] == "m100000")]
+    assert read_checkpoint(root / ROT / "m100000.pt")["digest"] == original["checkpoint_digest"].iloc[0]
+    assert not (root / STALE_STATE).exists()
+
+
+# --------------------------------------------------------------------------- more damage through the workflow
+
+
+@pytest.mark.slow
+def test_swapped_evaluation_file_is_refused_by_the_table(tiny_run, tmp_path):
+    """Item 2, tables: an evaluation file copied over another's is a duplicate key, not a row (the failed
+    table job's output is removed: no table rather than a wrong one)."""
+    root = copy_of(tiny_run, tmp_path / "run")
+    evals = root / EVALS
+    shutil.copyfile(evals / "retrain_conventional_m100000.json", evals / "retrain_conventional_m000011.json")
+    rc, out = snakemake(root, *TARGETS, "--cores", "2", *CONFIG, check=False)
+    assert rc != 0 and "Error in rule table" in out and "Traceback" not in out
+    assert "rows share the key" in (root / "logs/table/cutoff.log").read_text()
+    assert not (root / CUTOFF).exists()
+    assert one_problem(verify(root), f"{EVALS}/retrain_conventional_m000011.json", "swapped")
+
+
+@pytest.mark.slow
+def test_deleted_evaluation_and_batch_rerun_only_what_is_missing(tiny_run, tmp_path):
+    """A deleted evaluation reruns it and the tables; a deleted batch folder under an existing evaluation
+    reruns the retraining, its evaluation and the tables. A dry run changes nothing but the rebuild marker."""
+    root = copy_of(tiny_run, tmp_path / "run")
+    (root / EVALS / "pretrain_adversarial.json").unlink()
+    shutil.rmtree(root / CKPT / "retrain_adversarial_m100000")
+    before = snapshot(root)
+    jobs = dry_run(root, *TARGETS, *CONFIG)
+    assert snapshot(root) == before
+    assert set(jobs) == {"retrain", "evaluate", "table", "figure", "claims", "all_figures"}
+    assert jobs["retrain"] == [f"{CKPT}/retrain_adversarial_m100000"]
+    assert sorted(jobs["evaluate"]) == sorted([f"{EVALS}/pretrain_adversarial.json",
+                                               f"{EVALS}/pretrain_adversarial.outcomes.parquet",
+                                               f"{EVALS}/retrain_adversarial_m100000.json",
+                                               f"{EVALS}/retrain_adversarial_m100000.outcomes.parquet"])
+    paths = {p.path: p for p in verify(root)}
+    assert paths[f"{EVALS}/pretrain_adversarial.json"].kind == "missing"
+    assert paths[f"{CKPT}/retrain_adversarial_m100000/m100000.pt"].target == f"{CKPT}/retrain_adversarial_m100000"
+
+
+# --------------------------------------------------------------------------- verify: each damage named
+
+
+def _nan_weights(root):
+    path = root / CKPT / "retrain_adversarial_m000011" / "m000011.pt"
+    payload = torch.load(path, weights_only=True)
+    name = next(k for k, v in payload["model"].items() if v.is_floating_point())
+    payload["model"][name].view(-1)[0] = float("nan")
+    payload["digest"] = state_digest(payload["model"])  # only the NaN is wrong
+    torch.save(payload, path)
+    return f"{CKPT}/retrain_adversarial_m000011/m000011.pt", "corrupt", "NaN/Inf", f"{CKPT}/retrain_adversarial_m000011"
+
+
+def _other_arch(root):
+    path = root / CKPT / "pretrain_conventional.pt"
+    save_checkpoint(path, build_model("vgg11_bn", 10, 32, seed=0, width=0.25), dataset="digits", seed=0, epoch=1,
+                    pretraining="conventional", retraining="none", cell="pretrained", retrained_modules=[])
+    return f"{CKPT}/pretrain_conventional.pt", "swapped", "arch='vgg11_bn'", None
+
+
+def _other_dataset(root):
+    path = root / CKPT / "pretrain_adversarial.pt"
+    payload = torch.load(path, weights_only=True)
+    payload["dataset"] = "mnist5k"
+    torch.save(payload, path)
+    return f"{CKPT}/pretrain_adversarial.pt", "swapped", "dataset='mnist5k'", None
+
+
+def _swapped_pretrained(root):
+    shutil.copy2(root / CKPT / "pretrain_conventional.pt", root / CKPT / "pretrain_adversarial.pt")
+    return f"{CKPT}/pretrain_adversarial.pt", "swapped", "pretraining='conventional'", None
+
+
+def _truncated(root):
+    path = root / CKPT / "init_adversarial.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    return f"{CKPT}/init_adversarial.pt", "corrupt", "corrupt or not an advlayers checkpoint", None
+
+
+def _flipped(root):
+    flip_byte(root / CKPT / "pretrain_conventional.pt")
+    return f"{CKPT}/pretrain_conventional.pt", "corrupt", "recorded digest", None
+
+
+def _deleted_evaluation(root):
+    (root / EVALS / "pretrain_conventional.json").unlink()
+    return f"{EVALS}/pretrain_conventional.json", "missing", CUTOFF, None
+
+
+def _tampered_record(root):
+    path = root / EVALS / "pretrain_conventional.json"
+    data = json.loads(path.read_text())
+    data["records"][0]["robust_acc"] = 0.99
+    path.write_text(json.dumps(data))
+    return CUTOFF, "stale", f"{EVALS}/pretrain_conventional.json", None
+
+
+def _corrupt_table(root):
+    path = root / CUTOFF
+    path.write_bytes(path.read_bytes()[:500])
+    return CUTOFF, "corrupt", "unreadable", None
+
+
+def _swapped_outcomes(root):
+    shutil.copyfile(root / EVALS / "pretrain_conventional.outcomes.parquet",
+                    root / EVALS / "pretrain_adversarial.outcomes.parquet")
+    return f"{EVALS}/pretrain_adversarial.outcomes.parquet", None, "", None
+
+
+def _changed_data(root):
+    flip_byte(root / "results/data/digits.pt", 0.6)
+    return "results/data/digits.pt", None, "", None
+
+
+def _deleted_batch(root):
+    shutil.rmtree(root / CKPT / "retrain_conventional_m000011")
+    return f"{CKPT}/retrain_conventional_m000011/m000011.pt", "missing", "", f"{CKPT}/retrain_conventional_m000011"
+
+
+DAMAGES = [_flipped, _truncated, _nan_weights, _swapped_pretrained, _other_arch, _other_dataset,
+           _deleted_evaluation, _tampered_record, _corrupt_table, _swapped_outcomes, _changed_data, _deleted_batch]
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=[d.__name__.strip("_") for d in DAMAGES])
+def test_verify_names_each_damage(tiny_run, tmp_path, damage):
+    root = results_copy(tiny_run, tmp_path)
+    path, kind, words, target = damage(root)
+    problem = one_problem(verify(root), path, kind)
+    assert words in problem.detail, problem
+    assert problem.target == (target or path)
+    assert problem.command == f"snakemake --cores all all_figures --forcerun {problem.target}"
+
+
+def test_verify_cli_clean_json_and_each_file_hashed_once(tiny_run, tmp_path, monkeypatch, capsys):
+    root = results_copy(tiny_run, tmp_path)
+    import advlayers.io
+
+    calls = []
+    real = advlayers.io.sha256_file
+    monkeypatch.setattr(advlayers.io, "sha256_file", lambda p, *a: calls.append(Path(p).resolve()) or real(p, *a))
+    assert cli.main(["verify", "--root", str(root)]) == 0
+    out = capsys.readouterr()
+    assert re.fullmatch(r"verified \d+ artifacts: all consistent\n", out.out) and not out.err
+    assert calls and len(calls) == len(set(calls))  # data, checkpoints, evaluations: once each
+    _flipped(root)
+    assert verify_main(["--root", str(root), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["consistent"] and report["problems"][0]["path"] == f"{CKPT}/pretrain_conventional.pt"
+    assert report["command"].startswith("snakemake --cores all all_figures --forcerun ")
+    assert cli.main(["verify", "--root", str(tmp_path / "nowhere")]) == 2
+    assert_one_line(capsys.readouterr().err, "advlayers: error:", "nothing to verify")
+
+
+# --------------------------------------------------------------------------- one-line errors of the library
+
+
+@pytest.mark.parametrize("damage", [_flipped, _truncated, _nan_weights], ids=["flipped", "truncated", "nan"])
+def test_eval_command_on_a_damaged_checkpoint_is_one_line(tiny_run, tmp_path, damage, capsys):
+    root = results_copy(tiny_run, tmp_path)
+    path, _, words, _ = damage(root)
+    rc = cli.main(["eval", str(root / path), "--data", "digits", "--eps", "8/255", "--steps", "1", "--n", "8"])
+    assert rc == 2
+    assert_one_line(capsys.readouterr().err, "advlayers: error: checkpoint", words)
+
+
+def test_checkpoint_of_another_arch_or_dataset_is_refused(tiny_run, tmp_path, capsys):
+    root = results_copy(tiny_run, tmp_path)
+    for damage, kwargs, words in ((_other_arch, {"arch": "resnet18"}, "has arch='vgg11_bn', expected 'resnet18'"),
+                                  (_other_dataset, {"dataset": "digits"}, "has dataset='mnist5k', expected 'digits'")):
+        path, *_ = damage(root)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(root / path, **kwargs)
+        assert_one_line(str(e.value), words)
+    # a net of another shape than the data: the command says so
+    save_checkpoint(tmp_path / "c100.pt", build_model("resnet18", 100, 32, width=0.25), dataset="cifar100", seed=0,
+                    epoch=1, pretraining="conventional", retraining="none", cell="pretrained", retrained_modules=[])
+    assert cli.main(["eval", str(tmp_path / "c100.pt"), "--data", str(root / "results/data/digits.pt"),
+                     "--eps", "8/255", "--steps", "1", "--n", "8"]) == 2
+    assert_one_line(capsys.readouterr().err, "has 100 classes, dataset digits has 10")
+
+
+ARGUMENT_ERRORS = [
+    ("eps='8/255'", lambda: AttackSpec("8/255", 2 / 255, 10), "eps"),
+    ("epochs=1.5", lambda: get_recipe("mnist5k-demo", epochs=1.5), "epochs"),
+    ("steps=True", lambda: AttackSpec(8 / 255, 2 / 255, True), "steps"),
+    ("batch_size='64'", lambda: get_recipe("mnist5k-demo", batch_size="64"), "batch_size"),
+]
+
+
+@pytest.mark.parametrize("what, call, word", ARGUMENT_ERRORS, ids=[a[0] for a in ARGUMENT_ERRORS])
+def test_library_argument_errors(what, call, word):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert_one_line(str(e.value), word)
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    return build_model("resnet18", 10, 32, seed=0, width=0.25).eval()
+
+
+@pytest.mark.parametrize("kwargs, word", [({"n": 0}, "n (test images"), ({"n": -5}, "n (test images"),
+                                          ({"n": 8, "batch_size": "64"}, "batch_size")],
+                         ids=["n=0", "n=-5", "eval-batch_size='64'"])
+def test_evaluation_argument_errors(digits, small_net, kwargs, word):
+    from advlayers.evaluation import evaluate
+
+    with pytest.raises(ValueError) as e:
+        evaluate(small_net, digits.test, AttackSpec(0.1, 0.04, 1), progress=False, **kwargs)
+    assert_one_line(str(e.value), word)
+
+
+def test_images_in_0_255_are_refused(digits, small_net):
+    x, y = digits.test.x[:4].float(), digits.test.y[:4]
+    x = x / 255 if x.max() > 1 else x
+    with pytest.raises(ValueError) as e:
+        pgd(small_net, x * 255, y, eps=8 / 255, step_size=2 / 255, steps=1)
+    assert_one_line(str(e.value), "images in [0, 1]")
+
+
+# --------------------------------------------------------------------------- config errors before any job
+
+
+def _config_error(edit):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from advlayers.recipes import PRESETS
+
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    edit(config)
+    try:  # what workflow/rules/common.smk does, in this order, before building any job
+        validate(config, str(REPO / "config" / "schema.yaml"))
+        grid.validate(config, tuple(PRESETS), root_exists=grid.check_root)
+    except (WorkflowError, grid.ConfigError) as e:
+        return str(e)
+    raise AssertionError("the config was accepted")
+
+
+CONFIG_ERRORS = [
+    ("unknown-key", lambda c: c.update(learning_rate=0.1), "learning_rate"),
+    ("bad-type", lambda c: c["datasets"]["digits"]["eval"].update(steps="20"), "steps"),
+    ("eps-above-1", lambda c: c["datasets"]["digits"]["eval"].update(eps=8), "eps"),
+    ("empty-cutoffs", lambda c: c["cutoffs"].update(after=[]), "after"),
+    ("missing-root", lambda c: c["datasets"].update(cifar10={**c["datasets"]["digits"], "root": "/nonexistent"}),
+     "datasets.cifar10.root = '/nonexistent' does not exist"),
+    ("unknown-arch", lambda c: c["datasets"]["digits"].update(archs=["resnet19"]), "resnet19"),
+    ("unknown-dataset", lambda c: c["datasets"].update(svhn=c["datasets"]["digits"]), "svhn"),
+]
+
+
+@pytest.mark.parametrize("name, edit, word", CONFIG_ERRORS, ids=[c[0] for c in CONFIG_ERRORS])
+def test_config_errors(name, edit, word):
+    assert word in _config_error(edit)
+
+
+@pytest.mark.slow
+def test_config_error_stops_snakemake_before_any_job(tiny_run, tmp_path):
+    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    config["datasets"]["cifar10"] = {**config["datasets"]["digits"], "root": "/nonexistent"}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    before = snapshot(tiny_run)
+    rc, out = snakemake(tiny_run, *TARGETS, "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"), check=False)
+    assert rc != 0 and "config error: datasets.cifar10.root = '/nonexistent' does not exist" in out
+    assert not re.search(r"^(local)?rule \w+:$", out, re.M) and snapshot(tiny_run) == before
+
+
+# --------------------------------------------------------------------------- permissions, locks, signals
+
+
+def test_every_artifact_writer_applies_the_umask(tmp_path, digits):
+    """0644 under umask 022 (and 0640 under 027): artifacts are readable by the group, never mkstemp's 0600."""
+    from advlayers.datasets import prepare_dataset
+    from advlayers.features import FORMAT, save_activations
+    from advlayers.io import atomic_write, save_torch, write_json, write_parquet
+
+    net = build_model("resnet18", 10, 32, seed=0, width=0.25)
+    activations = {"label": [1], "pred_clean": [1], "pred_adv": [0], "linf": [0.1], "modules": {},
+                   "meta": {"format": FORMAT, "modules": []}}
+    writers = {
+        "data.pt": lambda p: prepare_dataset("digits", None, p),
+        "ckpt.pt": lambda p: save_checkpoint(p, net, dataset="digits", seed=0, epoch=0, cell="init"),
+        "state.pt": lambda p: save_torch(p, {"epoch": 1}),
+        "record.json": lambda p: write_json(p, {"records": []}),
+        "table.parquet": lambda p: write_parquet(p, pd.DataFrame({"a": [1]}), metadata={"inputs": {}}),
+        "vectors.npz": lambda p: save_activations(p, activations),
+        "claims.md": lambda p: atomic_write(p, "# claims\n"),
+    }
+    previous = os.umask(0o022)
+    try:
+        for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
+            os.umask(umask)
+            for name, write in writers.items():
+                path = tmp_path / oct(umask) / name
+                write(path)
+                assert path.stat().st_mode & 0o777 == mode, (name, oct(path.stat().st_mode))
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.slow
+def test_workflow_artifacts_are_group_readable(tiny_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in (tiny_run / "results").rglob("*") if p.is_file()]
+    assert len(files) > 20
+    wrong = {str(p.relative_to(tiny_run)): oct(p.stat().st_mode & 0o777) for p in files
+             if p.stat().st_mode & 0o777 != 0o666 & ~umask}
+    assert not wrong, wrong
+    if umask == 0o022:
+        assert all(p.stat().st_mode & 0o777 == 0o644 for p in files)
+
+
+def _read_only(root: Path, command: list[str]) -> tuple[int, str]:
+    """`command` in `root` with root/results read-only: a read-only bind mount (root ignores permissions)."""
+    env = library_env()
+    if os.geteuid() != 0:
+        for p in [root / "results", *(root / "results").rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        try:
+            proc = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env, timeout=600)
+        finally:
+            for p in [root / "results", *(root / "results").rglob("*")]:
+                p.chmod(p.stat().st_mode | 0o200)
+    else:
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind -o ro results results"], cwd=root,
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"no read-only bind mount here (unshare: {probe.stderr.strip()})")
+        script = f"mount --bind -o ro results results && exec {shlex.join(command)}"
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=root, capture_output=True, text=True,
+                              env=env, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_read_only_results_folder(tiny_run, tmp_path):
+    """A run that has to write into a read-only results folder stops before any job, naming the files; the
+    results can still be verified."""
+    root = copy_of(tiny_run, tmp_path / "run")
+    config = yaml.safe_load((root / "tiny.yaml").read_text())
+    config["datasets"]["digits"]["eval"]["steps"] = 2  # every evaluation must run again
+    (root / "tiny2.yaml").write_text(yaml.safe_dump(config))
+    before = snapshot(root)
+    rc, out = _read_only(root, [sys.executable, "-m", "snakemake", *TARGETS, "--cores", "1", "--configfile",
+                                "tiny2.yaml"])
+    assert rc != 0 and "Write-protected output files for rule" in out and "Traceback" not in out, out[-3000:]
+    assert not re.search(r"^(local)?rule \w+:$", out, re.M) and snapshot(root) == before
+    # a missing table part (the rebuild marker must be written): the same, one line
+    (root / EVALS / "pretrain_adversarial.json").unlink()
+    rc, out = _read_only(root, [sys.executable, "-m", "snakemake", *TARGETS, "--cores", "1", *CONFIG])
+    assert rc != 0 and "the workflow needs a writable results folder" in out, out[-3000:]
+    rc, out = _read_only(root, [sys.executable, "-m", "advlayers.cli", "verify"])
+    assert rc == 1 and f"{EVALS}/pretrain_adversarial.json: missing" in out, out
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_pretraining_saves_the_state_and_the_rerun_completes(tiny_run, tmp_path):
+    """Ctrl-C (SIGINT) on `advlayers pretrain`: the batch finishes, the state is saved, one line, status 130;
+    the same command again resumes and writes the checkpoint."""
+    state, out, log = tmp_path / "state.pt", tmp_path / "net.pt", tmp_path / "pretrain.log"
+    args = [sys.executable, "-m", "advlayers.cli", "pretrain", "--data", tiny_run / "results/data/digits.pt",
+            "--arch", "resnet18", "--mode", "adversarial", "--recipe", "mnist5k-demo", "--width", "0.25", "--seed", "0",
+            "--device", "cpu", "--threads", "1", "--state", state, "--out", out, "--initial", tmp_path / "init.pt",
+            "--logfile", log, "--override=epochs=4", "--override=train_subset=192", "--override=batch_size=32",
+            "--override=precision='fp32'"]
+    env = library_env()
+    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.exists() and re.search(r"epoch 1/4 loss", log.read_text()):
+            break  # training is under way (the signal handlers are installed)
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert_one_line(stderr, "preempted by signal 2", "state saved to")
+    assert state.is_file() and not out.exists()
+    rerun = subprocess.run(list(map(str, args)), capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from" in log.read_text()
+    payload = read_checkpoint(out)
+    assert len(payload["meta"]["history"]) == 4 and not state.exists()
