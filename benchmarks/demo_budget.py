@@ -1,0 +1,237 @@
+"""The embedded demo's cost in units of this machine's own speed, and its claims verdicts.
+
+    python benchmarks/demo_budget.py                    # T_step, all_figures and fig2+claims from scratch, seed 0
+    python benchmarks/demo_budget.py --seeds 0 1 2      # also the claims of three separate demo runs
+    python benchmarks/demo_budget.py --write            # and update the demo section of benchmarks/results.md
+
+T_step = one fp32 ResNet-18 training step (batch 128, 32 px, 2 threads, full width, median of 5), measured in
+the same run. The budget (issue "the embedded demo shows the paper's result, fast, on any ordinary CPU"):
+`snakemake --cores 2 all_figures` from scratch <= 660 T_step of wall time, `snakemake --cores 2 fig2 claims`
+<= 265 T_step, with `precision: auto` resolving to fp32 (forced here with ADVLAYERS_PRECISION=fp32, the path
+most laptops get). Wall time, total CPU-seconds of the run (its process tree), per-rule wall and CPU
+(Snakemake `benchmark:` files), the per-job start-up overhead (a process that only imports what a job
+imports) and the CPU flags are printed; --write puts them into benchmarks/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+COPIED = ("Snakefile", "workflow", "config", "src", "profiles")
+BEGIN, END = "<!-- demo:begin -->", "<!-- demo:end -->"
+BUDGET = {"all_figures": 660, "fig2 claims": 265}
+
+
+def cpu_flags() -> dict:
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                  if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    import torch
+
+    return {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            "onednn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "torch": str(torch.__version__)}
+
+
+def t_step(repeats: int = 5) -> float:
+    """Median seconds of one fp32 ResNet-18 training step (batch 128, 32 px, full width) with 2 threads."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "src"))
+    from advlayers.models import build_model
+
+    torch.set_num_threads(2)
+    model = build_model("resnet18", 10, 32, seed=0).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x, y = torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    times = []
+    for i in range(repeats + 2):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def startup_cpu(repeats: int = 3) -> dict:
+    """CPU-seconds of a process that only starts Python and imports what a job imports (torch jobs: the
+    evaluation script's imports; light jobs: a figure's)."""
+    src = REPO / "src"
+    code = {
+        "torch_job": "import advlayers.training, advlayers.protocol, advlayers.datasets",
+        "light_job": "import advlayers.figures, advlayers.tables, pandas",
+    }
+    out = {}
+    for kind, imports in code.items():
+        cpu = []
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(src)!r}); {imports}"],
+                           check=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        out[kind] = statistics.median(cpu)
+    return out
+
+
+def copy_repo(config_seed: int | None) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix="advlayers-demo-"))
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, tmp / name)
+    if config_seed is not None:
+        path = tmp / "config" / "config.yaml"
+        path.write_text(path.read_text().replace("seeds: [0]", f"seeds: [{config_seed}]"))
+    return tmp
+
+
+def run(root: Path, targets: list[str]) -> dict:
+    """Wall and CPU seconds (the whole process tree) of `snakemake --cores 2 <targets>` from scratch."""
+    env = {**os.environ, "ADVLAYERS_PRECISION": "fp32"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *targets], cwd=root, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"snakemake {' '.join(targets)} failed in {root}:\n{proc.stderr[-3000:]}")
+    jobs = sum(1 for line in proc.stderr.splitlines() if line.startswith("Finished jobid"))
+    return {"wall": wall, "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, "jobs": jobs,
+            "stages": stages(root)}
+
+
+def stages(root: Path) -> dict:
+    """Per rule: jobs, summed wall and CPU seconds from the Snakemake benchmark files."""
+    out: dict[str, dict] = {}
+    for tsv in (root / "results" / "benchmarks").rglob("*.tsv"):
+        rule = tsv.relative_to(root / "results" / "benchmarks").parts[0]
+        header, values = tsv.read_text().splitlines()[:2]
+        row = dict(zip(header.split("\t"), values.split("\t")))
+        entry = out.setdefault(rule, {"jobs": 0, "wall": 0.0, "cpu": 0.0})
+        entry["jobs"] += 1
+        entry["wall"] += float(row["s"])
+        entry["cpu"] += float(row["cpu_time"])
+    return out
+
+
+def claims(root: Path) -> list[dict]:
+    import pandas as pd
+
+    table = pd.read_parquet(root / "results" / "tables" / "claims.parquet")
+    return table[["claim", "variant", "value", "ci_lo", "ci_hi", "verdict"]].to_dict("records")
+
+
+def report(res: dict) -> str:
+    m, ts = res["machine"], res["t_step"]
+    L = [BEGIN, "## Demo budget (filled by `python benchmarks/demo_budget.py --write`)", "",
+         f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores; AVX2 {m['avx2']}, AVX-512 {m['avx512f']}, "
+         f"AVX-512-BF16 {m['avx512_bf16']}, AMX-BF16 {m['amx_bf16']}; oneDNN bf16 {m['onednn_bf16']}), torch "
+         f"{m['torch']}, load at start {res['load']}. Precision: `auto` forced to **fp32** "
+         "(ADVLAYERS_PRECISION=fp32; on this CPU `auto` would pick "
+         f"{'bf16' if m['onednn_bf16'] else 'fp32'}).", "",
+         f"T_step (fp32 ResNet-18 training step, batch 128, 32 px, 2 threads, full width, median of 5) = "
+         f"**{ts:.3f} s**.", "",
+         "| run (from scratch) | jobs | wall s | wall / T_step | budget (T_step) | CPU s |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in res["runs"].items():
+        ratio = r["wall"] / ts
+        L.append(f"| `snakemake --cores 2 {name}` | {r['jobs']} | {r['wall']:.0f} | {ratio:.0f} | "
+                 f"{BUDGET.get(name, '-')} {'(met)' if ratio <= BUDGET.get(name, 1e9) else '(**not met**)'} | "
+                 f"{r['cpu']:.0f} |")
+    full = res["runs"]["all_figures"]
+    L += ["", "Per rule (all_figures run; Snakemake `benchmark:` files of the training and evaluation rules):", "",
+          "| rule | jobs | wall s (sum) | CPU s (sum) |", "|---|---:|---:|---:|"]
+    for rule, s in sorted(full["stages"].items(), key=lambda kv: -kv[1]["cpu"]):
+        L.append(f"| {rule} | {s['jobs']} | {s['wall']:.0f} | {s['cpu']:.0f} |")
+    st = res["startup"]
+    torch_jobs = sum(s["jobs"] for s in full["stages"].values())
+    light_jobs = max(0, full["jobs"] - torch_jobs)
+    overhead = torch_jobs * st["torch_job"] + light_jobs * st["light_job"]
+    L += ["", f"Per-job start-up (a process that only imports what a job imports): {st['torch_job']:.2f} CPU-s "
+          f"for a torch job, {st['light_job']:.2f} for a table/figure job; {torch_jobs} + {light_jobs} jobs = "
+          f"{overhead:.0f} CPU-s = **{100 * overhead / full['cpu']:.1f}%** of the demo's {full['cpu']:.0f} CPU-s."]
+    if res.get("claims"):
+        L += ["", "Claims verdicts per training seed (separate demo runs):", "",
+              "| claim | " + " | ".join(f"seed {s}" for s in res["claims"]) + " |",
+              "|---|" + "---|" * len(res["claims"])]
+        ids = [(c["claim"], c["variant"]) for c in next(iter(res["claims"].values()))]
+        for cid, variant in ids:
+            cells = []
+            for rows in res["claims"].values():
+                row = next((r for r in rows if (r["claim"], r["variant"]) == (cid, variant)), None)
+                cells.append("" if row is None else f"{row['verdict']} ({row['value']:.2f} [{row['ci_lo']:.2f}, "
+                             f"{row['ci_hi']:.2f}])" if row["verdict"] != "not run" else "not run")
+            L.append(f"| {cid}{' ' + variant if variant else ''} | " + " | ".join(cells) + " |")
+    L += ["", END]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds: one demo run each")
+    ap.add_argument("--write", action="store_true", help="update the demo section of benchmarks/results.md")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copies (results, figures)")
+    args = ap.parse_args(argv)
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "load": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+           "machine": cpu_flags(), "t_step": t_step(), "startup": startup_cpu(), "runs": {}, "claims": {}}
+    print(f"T_step {res['t_step']:.3f} s; start-up {res['startup']}", flush=True)
+    copies = []
+    for i, seed in enumerate(args.seeds):
+        root = copy_repo(seed)
+        copies.append(root)
+        r = run(root, ["all_figures"])
+        if i == 0:
+            res["runs"]["all_figures"] = r
+        res["claims"][seed] = claims(root)
+        print(f"seed {seed}: all_figures {r['wall']:.0f} s wall ({r['wall'] / res['t_step']:.0f} T_step), "
+              f"{r['cpu']:.0f} CPU-s", flush=True)
+    root = copy_repo(args.seeds[0])
+    copies.append(root)
+    res["runs"]["fig2 claims"] = run(root, ["fig2", "claims"])
+    res["t_step_after"] = t_step()
+    text = report(res)
+    print(text)
+    (HERE / "_work").mkdir(exist_ok=True)
+    (HERE / "_work" / "demo_budget.json").write_text(json.dumps(res, indent=1, default=str))
+    if args.write:
+        path = HERE / "results.md"
+        old = path.read_text() if path.exists() else "# advlayers benchmarks\n"
+        if BEGIN in old and END in old:
+            old = old[:old.index(BEGIN)] + old[old.index(END) + len(END):].lstrip("\n")
+        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
+    for root in copies:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
