@@ -420,3 +420,16 @@ def test_cuda_batches_match_cpu(mnist):
                               device="cuda"))
     assert all(xg.is_cuda and torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)
                for (xc, yc), (xg, yg) in zip(cpu, gpu))
+
+
+def test_imagenette_is_the_224_px_protocol():
+    """Paper §4.2: Imagenette at 224 px. The default download is imagenette2-320 (not the 160 px version
+    upsampled), resized and cropped to 224 for training and evaluation."""
+    from advlayers import datasets
+
+    assert datasets.IMAGENETTE_URL.endswith("imagenette2-320.tgz") and datasets.FOLDER_IMAGE_SIZE == 224
+    split = datasets.FolderSplit([], ["a", "b"])
+    train, test = split.transform(True), split.transform(False)
+    assert [type(t).__name__ for t in train.transforms][:1] == ["RandomResizedCrop"] and train.transforms[0].size == (224, 224)
+    assert [type(t).__name__ for t in test.transforms][:2] == ["Resize", "CenterCrop"]
+    assert test.transforms[1].size == (224, 224)

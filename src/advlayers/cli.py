@@ -23,6 +23,8 @@ written. Without WORLD_SIZE the same command trains in one process. A SIGTERM/SI
 and ends with status 128 + signal; the same command again resumes.
 """
 
+# Length: one short function per subcommand and its argument parser; the work is in the library.
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +34,8 @@ import logging
 import sys
 from fractions import Fraction
 from pathlib import Path
+
+from . import grid  # standard library only: --help stays fast
 
 PROG = "advlayers"
 FORWARDED = ("cost", "verify")  # subcommands whose arguments belong to another module's main(argv)
@@ -123,7 +127,6 @@ def _device(text: str | None) -> str:
 
 
 def _load_data(data: str, root: str | None):
-    from . import grid
     from .datasets import load_dataset, load_prepared
 
     if Path(data).is_file():
@@ -267,6 +270,31 @@ def _forward(name: str, argv: list[str]) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _add_pretrain_parser(sub) -> None:
+    p = sub.add_parser("pretrain", help="pretrain one net (under torchrun: one rank of DDP)",
+                       usage="advlayers pretrain --data D --arch A --mode M --recipe R --state S --out O "
+                       "--initial I [options]",
+                       description="Pretrain one net from a prepared dataset; under torchrun --nproc_per_node=N, "
+                       "N processes (DDP). Writes --initial, then --out; resumes from --state.")
+    p.add_argument("--data", required=True, metavar="D", help="prepared dataset file")
+    p.add_argument("--dataset", metavar="NAME", help="name stored in the checkpoint (default: D's)")
+    p.add_argument("--arch", required=True, metavar="A", help="resnet18, resnet50, vgg11_bn, vgg16_bn")
+    p.add_argument("--mode", required=True, choices=grid.PRETRAININGS, metavar="M",
+                   help="conventional or adversarial")
+    p.add_argument("--recipe", required=True, metavar="R", help="preset: cifar10, imagenet, mnist5k-demo, ...")
+    p.add_argument("--override", action="append", default=[], type=override, metavar="FIELD=VALUE",
+                   help="recipe field (Python literal), repeatable")
+    p.add_argument("--width", type=_width, default=1.0, metavar="W", help="channel multiplier (1)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed (0)")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("--state", required=True, metavar="S", help="resume state file")
+    p.add_argument("--out", required=True, metavar="O", help="trained checkpoint (rank 0)")
+    p.add_argument("--initial", required=True, metavar="I", help="epoch-0 weights (rank 0)")
+    p.add_argument("--logfile", metavar="L", help="log file (rank 0)")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads per process")
+    p.set_defaults(run=pretrain_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Identify layers susceptible to adversarial attacks.",
                      epilog=f"'{PROG} COMMAND --help' describes a command.")
@@ -309,28 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT")
     p.set_defaults(run=export_command)
 
-    p = sub.add_parser("pretrain", help="pretrain one net (under torchrun: one rank of DDP)",
-                       usage="advlayers pretrain --data D --arch A --mode M --recipe R --state S --out O "
-                       "--initial I [options]",
-                       description="Pretrain one net from a prepared dataset; under torchrun --nproc_per_node=N, "
-                       "N processes (DDP). Writes --initial, then --out; resumes from --state.")
-    p.add_argument("--data", required=True, metavar="D", help="prepared dataset file")
-    p.add_argument("--dataset", metavar="NAME", help="name stored in the checkpoint (default: D's)")
-    p.add_argument("--arch", required=True, metavar="A", help="resnet18, resnet50, vgg11_bn, vgg16_bn")
-    p.add_argument("--mode", required=True, choices=("conventional", "adversarial"), metavar="M",
-                   help="conventional or adversarial")
-    p.add_argument("--recipe", required=True, metavar="R", help="preset: cifar10, imagenet, mnist5k-demo, ...")
-    p.add_argument("--override", action="append", default=[], type=override, metavar="FIELD=VALUE",
-                   help="recipe field (Python literal), repeatable")
-    p.add_argument("--width", type=_width, default=1.0, metavar="W", help="channel multiplier (1)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed (0)")
-    p.add_argument("--device", help="default: cuda if available, else cpu")
-    p.add_argument("--state", required=True, metavar="S", help="resume state file")
-    p.add_argument("--out", required=True, metavar="O", help="trained checkpoint (rank 0)")
-    p.add_argument("--initial", required=True, metavar="I", help="epoch-0 weights (rank 0)")
-    p.add_argument("--logfile", metavar="L", help="log file (rank 0)")
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads per process")
-    p.set_defaults(run=pretrain_command)
+    _add_pretrain_parser(sub)
 
     sub.add_parser("cost", help="compute-cost model (advlayers.cost)", add_help=False)
     sub.add_parser("verify", help="verify a results folder (advlayers.verify)", add_help=False)

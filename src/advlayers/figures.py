@@ -1,6 +1,6 @@
 """Every figure of the pipeline (paper Figs. 2-8 and the feature-divergence summary), publication-ready.
 
-Each `*_figure(table, info=None)` takes a result table (README "Tables") and the workflow's `info` dict (what
+Each `*_figure(table, info=None)` takes a result table (docs/protocol.md "Tables") and the workflow's `info` dict (what
 the config that ran says: dataset, arch(s), width, attack settings, recipe, ...; see workflow/rules/figures.smk)
 and returns a matplotlib Figure; `save_figure` writes it as PNG and PDF (atomically) and closes it.
 `FIGURES` maps a figure kind to its function.
@@ -89,7 +89,7 @@ METRICS = {"clean_acc": ("clean", OKABE_ITO["blue"], "-", "o"),
 CONDITIONS = {"clean": OKABE_ITO["blue"], "adversarial": OKABE_ITO["vermillion"]}
 NET_STYLE = {"conventional": (OKABE_ITO["sky"], None), "adversarial": (OKABE_ITO["purple"], "////")}
 ARCH_COLORS = [OKABE_ITO[c] for c in ("blue", "orange", "green", "purple", "sky", "vermillion", "black")]
-PRETRAININGS = ("conventional", "adversarial")
+from .grid import DIRECTIONS, PRETRAININGS  # noqa: E402 (standard library only)
 MODULE_NAMES = tuple(f"m{i}" for i in range(6))
 ARCH_LABELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "vgg11_bn": "VGG-11-BN", "vgg16_bn": "VGG-16-BN"}
 DATASET_LABELS = {"mnist5k": "MNIST-5k", "digits": "Digits", "cifar10": "CIFAR-10", "imagenette": "Imagenette",
@@ -402,7 +402,7 @@ def layer_cutoff_figure(table: pd.DataFrame, info: dict | None = None):
     table = _plain(table)
     info = info or {}
     cells = table[table["direction"].isin(["before", "after"])] if "direction" in table else table
-    panels = [(p, d) for p in _ordered(cells["pretraining"]) for d in _ordered(cells["direction"], ("before", "after"))
+    panels = [(p, d) for p in _ordered(cells["pretraining"]) for d in _ordered(cells["direction"], DIRECTIONS)
               if len(cells[(cells["pretraining"] == p) & (cells["direction"] == d)])]
     refs = table[table["cell"] == "pretrained"] if "cell" in table else table[table["layer_cutoff"] == 0]
     module_layers = list(info.get("module_layers") or [])

@@ -249,9 +249,9 @@ def _outputs_check(config: dict, root: Path) -> Check:
     return Check("every rule produced its outputs", not missing_all, summary, lines)
 
 
-def _throughput_check(config: dict, root: Path, metas: dict[str, dict]) -> tuple[Check, dict]:
+def _throughput_sums(config: dict, root: Path, metas: dict[str, dict], problems: list) -> dict:
+    """Per (dataset, arch): reference units processed by the pretraining jobs and their loop and job seconds."""
     pairs: dict[tuple[str, str], dict] = {}
-    problems = []
     for s in grid.settings(config):
         acc = pairs.setdefault((s.dataset, s.arch), {"units": 0.0, "loop": 0.0, "job": 0.0, "loop_s": 0.0,
                                                      "job_s": 0.0, "gpus": set(), "precision": set(),
@@ -290,6 +290,12 @@ def _throughput_check(config: dict, root: Path, metas: dict[str, dict]) -> tuple
         acc["job_s"] += job
         acc["gpus"].add(gpus)
         acc["precision"].add(str(meta.get("precision") or "?"))
+    return pairs
+
+
+def _throughput_check(config: dict, root: Path, metas: dict[str, dict]) -> tuple[Check, dict]:
+    problems: list = []
+    pairs = _throughput_sums(config, root, metas, problems)
     throughput: dict[str, dict[str, float]] = {}
     lines = ["| dataset | arch | GPUs | precision | units | training loop s | job s | images/s (loop) | "
              "images/s (job) |",

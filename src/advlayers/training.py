@@ -44,7 +44,7 @@ from .validate import check_choice, check_int
 
 log = logging.getLogger(__name__)
 
-MODES = ("conventional", "adversarial")
+MODES = grid.PRETRAININGS  # a training mode is what a pretraining is called
 REDRAW_SEED_OFFSET = grid.REDRAW_SEED_OFFSET  # retraining's fresh draw: a stream distinct from pretraining's seed
 
 

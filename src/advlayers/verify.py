@@ -30,6 +30,9 @@ anything they are made from, went missing (a failed job's outputs, which Snakema
 them, on the next run instead of keeping its old numbers.
 """
 
+# Length: one checker per artifact kind (data, checkpoints, evaluations, outcomes, features, reinit, tables) and
+# the table-rebuild helpers the workflow's table rule uses; each is short.
+
 from __future__ import annotations
 
 import argparse

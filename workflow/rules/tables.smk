@@ -6,7 +6,7 @@ from advlayers import verify as consistency  # noqa: E402
 
 
 rule table:
-    """One result table (README "Tables"): gathered from the evaluations, or stacked from the per-net parts."""
+    """One result table (docs/protocol.md "Tables"): gathered from the evaluations, or stacked from the per-net parts."""
     input:
         parts=config_error(lambda wc: consistency.table_parts(config, wc.table)),
         # what the parts are made from: only their absence matters (it reruns the table and the missing jobs)
