@@ -469,26 +469,26 @@ def test_library_argument_errors(what, call, word):
 
 
 @pytest.fixture(scope="module")
-def small_net():
+def narrow_net():
     return build_model("resnet18", 10, 32, seed=0, width=0.25).eval()
 
 
 @pytest.mark.parametrize("kwargs, word", [({"n": 0}, "n (test images"), ({"n": -5}, "n (test images"),
                                           ({"n": 8, "batch_size": "64"}, "batch_size")],
                          ids=["n=0", "n=-5", "eval-batch_size='64'"])
-def test_evaluation_argument_errors(digits, small_net, kwargs, word):
+def test_evaluation_argument_errors(digits, narrow_net, kwargs, word):
     from advlayers.evaluation import evaluate
 
     with pytest.raises(ValueError) as e:
-        evaluate(small_net, digits.test, AttackSpec(0.1, 0.04, 1), progress=False, **kwargs)
+        evaluate(narrow_net, digits.test, AttackSpec(0.1, 0.04, 1), progress=False, **kwargs)
     assert_one_line(str(e.value), word)
 
 
-def test_images_in_0_255_are_refused(digits, small_net):
+def test_images_in_0_255_are_refused(digits, narrow_net):
     x, y = digits.test.x[:4].float(), digits.test.y[:4]
     x = x / 255 if x.max() > 1 else x
     with pytest.raises(ValueError) as e:
-        pgd(small_net, x * 255, y, eps=8 / 255, step_size=2 / 255, steps=1)
+        pgd(narrow_net, x * 255, y, eps=8 / 255, step_size=2 / 255, steps=1)
     assert_one_line(str(e.value), "images in [0, 1]")
 
 
