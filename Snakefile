@@ -25,7 +25,7 @@ wildcard_constraints:
     arch="|".join(grid.ARCHS),
     seed=r"\d+",
     pretraining="|".join(grid.PRETRAININGS),
-    batch=r"m[01]{6}|l\d+-\d+|batch\d+",
+    batch=r"m[01]{6}|l\d+-\d+|batch\d+|analysis\d+",
 
 
 include: "workflow/rules/data.smk"

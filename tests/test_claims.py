@@ -88,6 +88,17 @@ def test_paper_pattern_holds():
         assert got[claim].verdict == "not run"
 
 
+def test_cutoff_claims_alone_match_the_whole_check():
+    tables = make_tables(paper_like)
+    cutoff_cells = set(tables["cutoff"]["cell"])
+    only_cutoff_nets = tables["outcomes"][tables["outcomes"]["cell"].isin(cutoff_cells)]
+    alone = claims.check_cutoff_claims(tables["cutoff"], only_cutoff_nets)
+    assert list(alone["claim"]) == ["C0", "C1a", "C1b", "C2", "C3a", "C3b", "C4"]
+    whole = claims.check_claims(tables).set_index("claim").loc[list(alone["claim"])]
+    assert (alone["verdict"].values == whole["verdict"].values).all()
+    assert np.allclose(alone["value"].values, whole["value"].values)
+
+
 def test_no_layer_specificity_fails():
     got = verdicts(make_tables(no_effect))
     assert got["C1a"].verdict == "holds"

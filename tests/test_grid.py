@@ -86,6 +86,21 @@ def test_batches_are_stable_when_cells_are_added():
     assert grid.batches({**DEMO, "batching": {}})[setting] == {c: [c] for c in grid.cells(DEMO)[setting]}
 
 
+def test_cutoff_figure_needs_only_its_own_batches():
+    """With batching, `snakemake fig2` trains the cut-off figure's cells only; Fig. 5/6's other cells are in
+    their own jobs, which the cut-off tables do not read."""
+    setting = grid.Setting("mnist5k", "resnet18", 0, "conventional")
+    groups = grid.batches(DEMO)[setting]
+    figure = grid.figure_cells(DEMO, setting)
+    assert {c for b, cells in groups.items() if b.startswith("batch") for c in cells} == figure
+    analysis_only = {c for b, cells in groups.items() if b.startswith("analysis") for c in cells}
+    assert analysis_only and not analysis_only & figure and "l0-3" in analysis_only
+    for table in ("cutoff", "cutoff_mnist5k"):
+        assert not [p for p in grid.table_inputs(DEMO, table) if "_analysis" in p]
+    assert [p for p in grid.table_inputs(DEMO, "layer_cutoff") if "_analysis" in p]
+    assert "results/claims/cutoff_mnist5k.md" in grid.named_figure(DEMO, "fig2")
+
+
 def test_table_coordinates_name_every_cell():
     rows = grid.table_coordinates(PAPER, "cutoff")
     cifar = [r for r in rows if r["dataset"] == "cifar10" and r["arch"] == "resnet18" and r["pretraining"] == "conventional"]

@@ -60,7 +60,7 @@ def test_overlay_keeps_every_dataset_arch_and_analysis():
         assert ev["step_size"] == pytest.approx(ev["eps"] / 4)
         assert grid.autoattack_params(config, ds)["n"] <= ev["n"]  # AutoAttack's images are PGD's first ones
     assert grid.resources(config, "imagenet", "pretrain", "gpu", 1) == 2
-    assert config["batching"] == {"jobs_per_setting": 1}
+    assert config["batching"] == {"jobs_per_setting": 1, "analysis_jobs_apart": False}
     assert grid.eval_params(config, "cifar10", "reinit")["n"] == 64
     features = config["analyses"]["features"]
     assert (features["n_images"], features["vectors_per_image"], features["embedding"]["max_points"]) == (32, 10, 1000)

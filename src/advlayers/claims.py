@@ -437,6 +437,16 @@ def check_claims(tables: dict) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+CUTOFF_CLAIMS = tuple(c.id for c in CLAIMS if c.figure.startswith("Fig. 2-4"))
+
+
+def check_cutoff_claims(cutoff, outcomes) -> pd.DataFrame:
+    """The cut-off figure's claims (C0-C4) alone, from its table and its nets' per-sample outcomes (what
+    `snakemake fig2` reports without training the analyses' nets)."""
+    table = check_claims({"cutoff": cutoff, "outcomes": outcomes})
+    return table[table["claim"].isin(CUTOFF_CLAIMS)].reset_index(drop=True)
+
+
 def _fmt(x) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 

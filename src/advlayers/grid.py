@@ -318,19 +318,30 @@ def _cell_order(cell: str):
     return (cell[0] != "m", cell)
 
 
+def figure_cells(config: dict, setting: Setting) -> set[str]:
+    """The cells of a setting that its dataset's cut-off figure (Fig. 2-4) needs."""
+    if setting.arch not in config["datasets"].get(setting.dataset, {}).get("archs", ()):
+        return set()
+    return {c for c in cutoff_cells(config, setting.arch).values() if c}
+
+
 def batches(config: dict) -> dict[Setting, dict[str, list[str]]]:
-    """Cells per retraining job. Without `batching` every cell is its own job (batch id = cell id); with
-    `batching.jobs_per_setting: K` the cells of a setting go to K jobs by a stable hash of the cell id, so that
-    adding a cell reruns only its batch."""
-    k = (config.get("batching") or {}).get("jobs_per_setting")
+    """Cells per retraining job. Without `batching` every cell is its own job (batch id = cell id). With
+    `batching.jobs_per_setting: K` the cut-off figure's cells of a setting go to K jobs `batch<i>` and the cells
+    only the analyses need (Fig. 5/6) to K jobs `analysis<i>` (unless `analysis_jobs_apart: false`: all in the
+    `batch<i>` jobs), each by a stable hash of the cell id: adding a cell reruns only its batch, and
+    `snakemake fig2` trains the cut-off figure's cells only."""
+    batching = config.get("batching") or {}
+    k, apart = batching.get("jobs_per_setting"), batching.get("analysis_jobs_apart", True)
     out: dict[Setting, dict[str, list[str]]] = {}
     for setting, found in cells(config).items():
         if not k:
             out[setting] = {cell: [cell] for cell in found}
             continue
-        groups: dict[str, list[str]] = {}
+        figure, groups = figure_cells(config, setting), {}
         for cell in found:
-            groups.setdefault(f"batch{zlib.crc32(cell.encode()) % k}", []).append(cell)
+            group = "analysis" if apart and cell not in figure else "batch"
+            groups.setdefault(f"{group}{zlib.crc32(cell.encode()) % k}", []).append(cell)
         out[setting] = dict(sorted(groups.items()))
     return out
 
@@ -377,15 +388,18 @@ def evaluation_paths(setting: Setting, unit: str) -> tuple[str, str]:
     return f"{base}.json", f"{base}.outcomes.parquet"
 
 
-def evaluations(config: dict, dataset: str | None = None) -> list[str]:
-    """Every evaluation record file (the pretrained nets and every retraining batch), optionally of one dataset."""
+def evaluations(config: dict, dataset: str | None = None, cutoff_only: bool = False) -> list[str]:
+    """Every evaluation record file (the pretrained nets and every retraining batch), optionally of one dataset
+    and only the batches holding cut-off figure cells (what a cut-off table needs)."""
     out = []
     for setting in settings(config):
         if dataset is None or setting.dataset == dataset:
             out.append(evaluation_paths(setting, "pretrain")[0])
     for setting, groups in batches(config).items():
         if dataset is None or setting.dataset == dataset:
-            out += [evaluation_paths(setting, batch)[0] for batch in groups]
+            wanted = figure_cells(config, setting) if cutoff_only else None
+            out += [evaluation_paths(setting, batch)[0] for batch, members in groups.items()
+                    if wanted is None or wanted.intersection(members)]
     return out
 
 
@@ -483,11 +497,11 @@ def table_inputs(config: dict, name: str) -> list[str]:
     """What each table is gathered from."""
     _check("table", table_kind(name), TABLES)
     if name == "cutoff":
-        return evaluations(config)
+        return evaluations(config, cutoff_only=True)
     if name.startswith("cutoff_"):
         dataset = name.split("_", 1)[1]
         dataset_config(config, dataset)  # a one-line error for a dataset the config does not have
-        return evaluations(config, dataset)
+        return evaluations(config, dataset, cutoff_only=True)
     if name == "outcomes":
         return [p.replace(".json", ".outcomes.parquet") for p in evaluations(config)]
     if name in ("layer_cutoff", "module_subsets"):
@@ -529,13 +543,18 @@ def figure_table(stem: str) -> str | None:
     return stem
 
 
+def cutoff_claims_path(dataset: str) -> str:
+    """The claims of one dataset's cut-off figure (C0-C4), part of its figure target."""
+    return f"results/claims/cutoff_{dataset}.md"
+
+
 def named_figure(config: dict, name: str) -> list[str]:
-    """Files of a paper figure target (fig2..fig8)."""
+    """Files of a paper figure target (fig2..fig8); a cut-off figure's target includes its claims."""
     if name in CUTOFF_FIGURES:
         mapped = config.get("figures") or {}
         if name not in mapped:
             raise ConfigError(f"{name} is not mapped to a dataset in config 'figures' (mapped: {', '.join(mapped) or 'none'})")
-        return figure_paths(f"cutoff_{mapped[name]}")
+        return [*figure_paths(f"cutoff_{mapped[name]}"), cutoff_claims_path(mapped[name])]
     a = FIGURE_NAMES[name]
     if not analysis(config, a):
         raise ConfigError(f"{name} needs the config section analyses.{a} (configured: "

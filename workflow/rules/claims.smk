@@ -17,3 +17,22 @@ rule claims:
         "../envs/advlayers.yaml"
     script:
         "../scripts/claims.py"
+
+
+rule cutoff_claims:
+    """The claims of one dataset's cut-off figure (C0-C4), from that figure's table and nets only: part of the
+    fig2/fig3/fig4 targets, so a figure is rebuilt with its verdicts and without the analyses' nets."""
+    input:
+        table=grid.table_path("cutoff_{dataset}"),
+        outcomes=lambda wc: [p.replace(".json", ".outcomes.parquet")
+                             for p in grid.evaluations(config, wc.dataset, cutoff_only=True)],
+        library=library("claims"),
+    output:
+        markdown="results/claims/cutoff_{dataset}.md",
+    log:
+        "logs/claims/cutoff_{dataset}.log",
+    localrule: True
+    conda:
+        "../envs/advlayers.yaml"
+    script:
+        "../scripts/claims.py"
