@@ -465,7 +465,7 @@ def to_markdown(table: pd.DataFrame, details: bool = True) -> str:
     if details:
         lines += ["", "## What each claim tests", ""]
         lines += [f"* **{c.id}** ({c.figure}): {c.text}. Statistic: `{c.statistic}`; holds when {c.side} {c.threshold:g}."
-                  for c in CLAIMS]
+                  for c in CLAIMS if c.id in set(table["claim"])]
         lines += ["", "## Rules", "", __doc__.split("Claims (paper")[0].strip(), ""]
         notes = [f"* {r.claim} {r.dataset}/{r.arch} {r.variant}: {r.note}" for r in table.itertuples() if r.note]
         if notes:
