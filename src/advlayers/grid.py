@@ -403,6 +403,11 @@ def evaluations(config: dict, dataset: str | None = None, cutoff_only: bool = Fa
     return out
 
 
+def outcome_files(config: dict, dataset: str | None = None, cutoff_only: bool = False) -> list[str]:
+    """The per-sample outcome files beside `evaluations(...)`'s record files."""
+    return [p.replace(".json", ".outcomes.parquet") for p in evaluations(config, dataset, cutoff_only)]
+
+
 def autoattack_config(config: dict, dataset: str) -> dict | None:
     """A dataset's AutoAttack evaluation (config `datasets.<name>.autoattack`), or None."""
     return dataset_config(config, dataset).get("autoattack")
@@ -503,7 +508,7 @@ def table_inputs(config: dict, name: str) -> list[str]:
         dataset_config(config, dataset)  # a one-line error for a dataset the config does not have
         return evaluations(config, dataset, cutoff_only=True)
     if name == "outcomes":
-        return [p.replace(".json", ".outcomes.parquet") for p in evaluations(config)]
+        return outcome_files(config)
     if name in ("layer_cutoff", "module_subsets"):
         a = analysis(config, name)
         return evaluations(config, a["dataset"])

@@ -406,8 +406,6 @@ _rebuild_requested: set[tuple[str, str]] = set()
 def table_parts(config: dict, table: str) -> list[str]:
     """The files a table is gathered from: evaluation records (per-sample outcomes for `outcomes`) or per-net
     parquet files."""
-    if table == "outcomes":
-        return [p.replace(".json", ".outcomes.parquet") for p in grid.evaluations(config)]
     return grid.table_inputs(config, table)
 
 

@@ -24,8 +24,7 @@ rule cutoff_claims:
     fig2/fig3/fig4 targets, so a figure is rebuilt with its verdicts and without the analyses' nets."""
     input:
         table=grid.table_path("cutoff_{dataset}"),
-        outcomes=lambda wc: [p.replace(".json", ".outcomes.parquet")
-                             for p in grid.evaluations(config, wc.dataset, cutoff_only=True)],
+        outcomes=lambda wc: grid.outcome_files(config, wc.dataset, cutoff_only=True),
         library=library("claims"),
     output:
         markdown="results/claims/cutoff_{dataset}.md",
