@@ -20,13 +20,15 @@ machine's) and `auto` decides by itself.
 
 Printed: wall time, total CPU-seconds of the run (its process tree), per-rule wall (Snakemake `benchmark:`
 files; single-threaded jobs, so about their CPU: the files' cpu_time is sampled and misses short jobs), the
-per-job start-up overhead (a process that only imports what a job imports, times the jobs that start one) and
-the CPU flags; --write puts them into benchmarks/results.md.
+per-job start-up overhead (per rule: a process that only imports what the rule's script imports, times the
+rule's jobs) and the CPU flags; --write puts them into benchmarks/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import collections
 import json
 import os
 import platform
@@ -45,10 +47,6 @@ COPIED = ("Snakefile", "workflow", "config", "src", "profiles")
 BEGIN, END = "<!-- demo:begin -->", "<!-- demo:end -->"
 BUDGET = {"all_figures": 660, "fig2": 265}
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-# jobs that start a Python process importing torch, and those importing pandas/matplotlib only; the other rules
-# (rebuild markers: `touch`; target rules) start none
-TORCH_RULES = {"prepare_data", "pretrain", "retrain", "evaluate", "evaluate_autoattack", "reinit", "sample_features"}
-LIGHT_RULES = {"table", "figure", "claims", "cutoff_claims", "embed_features", "feature_divergence"}
 
 
 def cpu_flags() -> dict:
@@ -92,25 +90,53 @@ def t_step(repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def startup_cpu(repeats: int = 3) -> dict:
-    """CPU-seconds of a process that only starts Python and imports what a job imports (torch jobs: the
-    evaluation script's imports; light jobs: a figure's)."""
-    src = REPO / "src"
-    code = {
-        "torch_job": "import advlayers.training, advlayers.protocol, advlayers.datasets",
-        "light_job": "import advlayers.figures, advlayers.tables, pandas",
-    }
+def rule_scripts() -> dict[str, str]:
+    """Rule -> the workflow script its jobs run (from the `script:` directives of workflow/rules/*.smk); rules
+    without one (rebuild markers: `touch`; target rules) start no Python process."""
+    out, rule = {}, None
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        lines = smk.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("rule "):
+                rule = line.split()[1].rstrip(":")
+            elif line.strip() == "script:" and rule:
+                out[rule] = Path(lines[i + 1].strip().strip('"')).stem
+    return out
+
+
+def script_imports(stem: str) -> str:
+    """What a job of this script imports before it computes: Snakemake's preamble (it unpickles a
+    snakemake.script.Snakemake) and the script's module-level imports; `pretrain` imports the library inside
+    advlayers.launch."""
+    tree = ast.parse((REPO / "workflow" / "scripts" / f"{stem}.py").read_text())
+    lines = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+             and getattr(node, "module", None) != "__future__"]
+    lazy = {"pretrain": ["import advlayers.training"]}.get(stem, [])
+    return "; ".join(["import snakemake.script", *lines, *lazy])
+
+
+def startup_cpu(repeats: int = 3) -> dict[str, float]:
+    """Per workflow script: CPU-seconds of a process that only starts Python and imports what the script's job
+    imports (median of `repeats`): the per-job start-up overhead."""
+    paths = [str(REPO / "workflow" / "scripts"), str(REPO / "src")]
     out = {}
-    for kind, imports in code.items():
+    for stem in sorted(set(rule_scripts().values())):
+        code = f"import sys; sys.path[:0] = {paths!r}; {script_imports(stem)}"
         cpu = []
         for _ in range(repeats):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(src)!r}); {imports}"],
-                           check=True)
+            subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        out[kind] = statistics.median(cpu)
+        out[stem] = statistics.median(cpu)
     return out
+
+
+def overhead(rules: dict[str, int], startup: dict[str, float]) -> dict[str, dict]:
+    """Per rule of a run: its jobs that start a process and their summed start-up CPU-seconds."""
+    scripts = rule_scripts()
+    return {rule: {"jobs": n, "each": startup[scripts[rule]], "cpu": n * startup[scripts[rule]]}
+            for rule, n in sorted(rules.items()) if rule in scripts}
 
 
 def copy_repo(config_seed: int | None) -> Path:
@@ -141,8 +167,8 @@ def run(root: Path, targets: list[str], isa: str) -> dict:
     rules = [line.split("Rule: ")[1].rstrip(")") for line in proc.stderr.splitlines()
              if line.startswith("Finished jobid") and "Rule: " in line]
     return {"wall": wall, "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-            "jobs": len(rules), "torch_jobs": sum(r in TORCH_RULES for r in rules),
-            "light_jobs": sum(r in LIGHT_RULES for r in rules), "stages": stages(root), "precision": precision(root)}
+            "jobs": len(rules), "rules": dict(collections.Counter(rules)), "stages": stages(root),
+            "precision": precision(root)}
 
 
 def precision(root: Path) -> list[str]:
@@ -202,13 +228,17 @@ def report(res: dict) -> str:
           "| rule | jobs | wall s (sum) |", "|---|---:|---:|"]
     for rule, s in sorted(full["stages"].items(), key=lambda kv: -kv[1]["wall"]):
         L.append(f"| {rule} | {s['jobs']} | {s['wall']:.0f} |")
-    st = res["startup"]
-    overhead = full["torch_jobs"] * st["torch_job"] + full["light_jobs"] * st["light_job"]
-    L += ["", f"Per-job start-up (a process that only imports what a job imports): {st['torch_job']:.2f} CPU-s "
-          f"for a torch job, {st['light_job']:.2f} for a job without torch (tables, figures, claims, embeddings); {full['torch_jobs']} + "
-          f"{full['light_jobs']} such jobs (the other {full['jobs'] - full['torch_jobs'] - full['light_jobs']} start "
-          f"no process) = {overhead:.0f} CPU-s = **{100 * overhead / full['cpu']:.1f}%** of the demo's "
-          f"{full['cpu']:.0f} CPU-s."]
+    per_rule = overhead(full["rules"], res["startup"])
+    total = sum(r["cpu"] for r in per_rule.values())
+    started = sum(r["jobs"] for r in per_rule.values())
+    L += ["", "Per-job start-up: CPU-seconds of a process that only starts Python and imports what the rule's script "
+          "imports (Snakemake's preamble and the script's imports; nothing computed), times the rule's jobs in the "
+          f"all_figures run ({started} of its {full['jobs']} jobs start a process; rebuild markers and target rules "
+          "start none):", "", "| rule | jobs | start-up CPU-s each | CPU-s |", "|---|---:|---:|---:|"]
+    for rule, r in sorted(per_rule.items(), key=lambda kv: -kv[1]["cpu"]):
+        L.append(f"| {rule} | {r['jobs']} | {r['each']:.2f} | {r['cpu']:.1f} |")
+    L += [f"| **all** | {started} | | **{total:.0f}** = **{100 * total / full['cpu']:.1f}%** of the demo's "
+          f"{full['cpu']:.0f} CPU-s (target < 10%: {'met' if total < 0.1 * full['cpu'] else '**not met**'}) |"]
     if res.get("claims"):
         L += ["", "Claims verdicts per training seed (separate demo runs):", "",
               "| claim | " + " | ".join(f"seed {s}" for s in res["claims"]) + " |",

@@ -50,6 +50,8 @@ WORKER = textwrap.dedent("""
     if distributed.is_main():
         torch.save({"model": result.model.state_dict(), "history": result.history,
                     "resumed": [result.resumed_from_epoch, result.resumed_from_batch]}, out)
+    # as advlayers.launch does: no rank tears gloo down while another still uses it (that aborted rank 1 once)
+    distributed.barrier()
     distributed.cleanup()
 """)
 

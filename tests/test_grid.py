@@ -101,6 +101,26 @@ def test_cutoff_figure_needs_only_its_own_batches():
     assert "results/claims/cutoff_mnist5k.md" in grid.named_figure(DEMO, "fig2")
 
 
+def test_batched_evaluation_is_one_job_per_kind_of_batch():
+    """With batching, a net's cells are evaluated in one job with the pretrained net (the cut-off figure's
+    batches) and one more (the analysis batches): every net once, fig2 without analysis cells. Without
+    batching, one job per pretrained net and per cell, as before."""
+    for setting, groups in grid.batches(DEMO).items():
+        units = grid.evaluation_units(DEMO, setting)
+        p = setting.pretraining
+        assert sorted(m for members in units.values() for m in members) == sorted(["pretrain", *groups])
+        assert set(units[f"nets_{p}_cutoff"]) == {"pretrain"} | {b for b in groups if b.startswith("batch")}
+        assert set(units.get(f"nets_{p}_analysis", [])) == {b for b in groups if b.startswith("analysis")}
+    s = grid.Setting("mnist5k", "resnet18", 0, "adversarial")
+    unbatched = {**DEMO, "batching": {}}
+    assert grid.evaluation_units(unbatched, s) == {"pretrain_adversarial": ["pretrain"],
+                                                   **{f"retrain_adversarial_{c}": [c] for c in grid.cells(DEMO)[s]}}
+    with pytest.raises(grid.ConfigError, match="nets_adversarial_cutoff"):
+        grid.evaluation_members(DEMO, s, "pretrain_adversarial")
+    n_cells = sum(len(c) for c in grid.cells(DEMO).values())
+    assert grid.job_counts(DEMO)["evaluate"] == 3 and grid.job_counts(unbatched)["evaluate"] == 2 + n_cells
+
+
 def test_table_coordinates_name_every_cell():
     rows = grid.table_coordinates(PAPER, "cutoff")
     cifar = [r for r in rows if r["dataset"] == "cifar10" and r["arch"] == "resnet18" and r["pretraining"] == "conventional"]

@@ -4,6 +4,7 @@ ends in an all-ok checklist; the checklist flags ranks that disagree and outputs
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import shutil
@@ -20,6 +21,7 @@ from advlayers import grid
 from advlayers.checkpoints import save_checkpoint
 from advlayers.models import build_model
 from advlayers.preflight import RULES, checklist, expected_outputs, pretrain_benchmark
+from advlayers.verify import verify
 from conftest import REPO, copy_repo, dry_run, fake_paper_roots, snakemake
 
 PAPER = ("--configfile", "config/paper.yaml", "config/preflight.yaml")
@@ -84,7 +86,9 @@ def test_preflight_dag_is_the_paper_dag_with_one_retraining_job_per_net(paper_co
     retrain_outputs = jobs["retrain"]
     assert len(retrain_outputs) == len(settings) == 18  # one retraining job per pretrained net
     assert all(o.endswith("_batch0") for o in retrain_outputs)
-    assert len(jobs["evaluate"]) == 2 * 2 * len(settings)  # records + outcomes, pretrained and its one batch
+    # records + outcomes of one evaluation job per pretrained net (with batching: the net and its batch at once)
+    assert len(jobs["evaluate"]) == 2 * len(settings)
+    assert all("/nets_" in o and "_cutoff." in o for o in jobs["evaluate"])
     # every file the checklist expects is an output of some job of the dry run (batch folders hold the cells)
     planned = {o for outs in jobs.values() for o in outs}
     assert {p for files in expected.values() for p in files if not p.endswith(".pt") or "/retrain_" not in p} <= planned
@@ -190,6 +194,24 @@ def test_cpu_preflight_checklist_all_ok(cpu_run):
     throughput = yaml.safe_load((root / "results" / "throughput.yaml").read_text())
     assert set(throughput) == {"cifar10"} and throughput["cifar10"]["resnet18"] > 0
     print(f"CPU preflight: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_verify_reads_batched_evaluations(cpu_run, tmp_path):
+    """A batched run evaluates each pretrained net with its batch in one file: verify finds it consistent, and
+    names a record of another net's batch in it as swapped."""
+    root = cpu_run[0]
+    assert verify(root) == []
+    copy = tmp_path / "run"
+    shutil.copytree(root / "results", copy / "results")
+    evals = copy / "results" / "evaluations" / "cifar10" / "resnet18" / "seed0"
+    path = evals / "nets_conventional_cutoff.json"
+    data = json.loads(path.read_text())
+    cell = next(r for r in data["records"] if r["cell"] != "pretrained")
+    cell["checkpoint"] = cell["checkpoint"].replace("retrain_conventional_batch0", "retrain_conventional_analysis0")
+    path.write_text(json.dumps(data))
+    problems = [p for p in verify(copy) if p.path.endswith("nets_conventional_cutoff.json")]
+    assert [p.kind for p in problems] == ["swapped"], problems
 
 
 # --------------------------------------------------------------------------- the checks on hand-made files

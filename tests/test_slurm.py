@@ -51,7 +51,7 @@ TEST_OVERRIDES = (
     "--set-resources", "prepare_data:mem_mb=1500",
     "--slurm-keep-successful-logs",
 )
-SLURM_RULES = {"prepare_data": 1, "pretrain": 2, "retrain": 2, "evaluate": 4}  # evaluate: 2 nets + 2 batches
+SLURM_RULES = {"prepare_data": 1, "pretrain": 2, "retrain": 2, "evaluate": 2}  # evaluate: each net with its batch
 
 SLURM_CONF_TEMPLATE = """\
 # Written by tests/test_slurm.py (a one-node test cluster on loopback); removed after the test.

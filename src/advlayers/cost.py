@@ -226,9 +226,9 @@ def jobs(config: dict, table: dict | None = None) -> list[Job]:
             seconds = len(batches[s][unit]) * train_seconds(s.dataset, s.arch, recipe, s.retraining)
             name = f"retrain_{s.pretraining}_{unit}"
         elif rule == "evaluate":
-            nets = 1 if unit == "pretrain" else len(batches[s][unit])
-            seconds = eval_seconds(s.dataset, s.arch, grid.eval_params(config, s.dataset), nets)
-            name = f"{'pretrain' if unit == 'pretrain' else 'retrain'}_{s.pretraining}" + ("" if unit == "pretrain" else f"_{unit}")
+            members = grid.evaluation_members(config, s, unit)
+            nets = sum(1 if m == "pretrain" else len(batches[s][m]) for m in members)
+            seconds, name = eval_seconds(s.dataset, s.arch, grid.eval_params(config, s.dataset), nets), unit
         elif rule == "evaluate_autoattack":
             aa = grid.autoattack_params(config, s.dataset)
             n = min(aa["n"] or sizes(s.dataset)[1], sizes(s.dataset)[1])

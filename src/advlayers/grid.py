@@ -381,25 +381,49 @@ def cell_path(config: dict, setting: Setting, cell: str) -> str:
     return f"{batch_dir(setting, batch_of(config, setting, cell))}/{cell}.pt"
 
 
-def evaluation_paths(setting: Setting, unit: str) -> tuple[str, str]:
-    """(records .json, per-sample outcomes .parquet) of one evaluation job; unit = 'pretrain' or a batch id."""
-    net = f"pretrain_{setting.pretraining}" if unit == "pretrain" else f"retrain_{setting.pretraining}_{unit}"
+def evaluation_units(config: dict, setting: Setting) -> dict[str, list[str]]:
+    """The evaluation jobs of a setting: {net (the files' stem): what it evaluates ('pretrain' and batch ids)}.
+
+    One job per pretrained net and per retraining batch. With `batching` (a laptop, where starting a job costs
+    more than evaluating a demo net) one job evaluates the pretrained net with the cut-off figure's batches
+    (`nets_<pretraining>_cutoff`) and one the analysis batches (`nets_<pretraining>_analysis`): an evaluation
+    change still reruns evaluations only, and `snakemake fig2` evaluates no analysis cell."""
+    groups = list(batches(config).get(setting, {}))
+    p = setting.pretraining
+    if not (config.get("batching") or {}).get("jobs_per_setting"):
+        return {f"pretrain_{p}": ["pretrain"], **{f"retrain_{p}_{b}": [b] for b in groups}}
+    units = {f"nets_{p}_cutoff": ["pretrain"] + [b for b in groups if b.startswith("batch")]}
+    analysis = [b for b in groups if b.startswith("analysis")]
+    if analysis:
+        units[f"nets_{p}_analysis"] = analysis
+    return units
+
+
+def evaluation_members(config: dict, setting: Setting, net: str) -> list[str]:
+    """What the evaluation job `net` of `setting` evaluates ('pretrain' and batch ids)."""
+    units = evaluation_units(config, setting)
+    if net not in units:
+        raise ConfigError(f"no evaluation {net} of {setting}; this config's are: {', '.join(units)}")
+    return units[net]
+
+
+def evaluation_paths(setting: Setting, net: str) -> tuple[str, str]:
+    """(records .json, per-sample outcomes .parquet) of one evaluation job (`evaluation_units`' net)."""
     base = f"{net_dir('evaluations', setting.dataset, setting.arch, setting.seed)}/{net}"
     return f"{base}.json", f"{base}.outcomes.parquet"
 
 
 def evaluations(config: dict, dataset: str | None = None, cutoff_only: bool = False) -> list[str]:
     """Every evaluation record file (the pretrained nets and every retraining batch), optionally of one dataset
-    and only the batches holding cut-off figure cells (what a cut-off table needs)."""
-    out = []
-    for setting in settings(config):
-        if dataset is None or setting.dataset == dataset:
-            out.append(evaluation_paths(setting, "pretrain")[0])
-    for setting, groups in batches(config).items():
-        if dataset is None or setting.dataset == dataset:
-            wanted = figure_cells(config, setting) if cutoff_only else None
-            out += [evaluation_paths(setting, batch)[0] for batch, members in groups.items()
-                    if wanted is None or wanted.intersection(members)]
+    and only those holding cut-off figure cells or a pretrained net (what a cut-off table needs)."""
+    out, grouped = [], batches(config)
+    for setting in sorted(set(settings(config)) | set(grouped)):
+        if dataset is not None and setting.dataset != dataset:
+            continue
+        groups, wanted = grouped.get(setting, {}), figure_cells(config, setting)
+        for net, members in evaluation_units(config, setting).items():
+            if not cutoff_only or any(m == "pretrain" or wanted.intersection(groups[m]) for m in members):
+                out.append(evaluation_paths(setting, net)[0])
     return out
 
 
@@ -516,7 +540,7 @@ def table_inputs(config: dict, name: str) -> list[str]:
         return [reinit_path(s) for s in reinit_settings(config)]
     if name == "robustness_gap":  # AutoAttack outcomes, then the PGD outcomes of the same settings
         aa = autoattack_settings(config)
-        pgd = [evaluation_paths(s, u)[1] for s in aa for u in ["pretrain", *batches(config).get(s, {})]]
+        pgd = [evaluation_paths(s, net)[1] for s in aa for net in evaluation_units(config, s)]
         return [autoattack_paths(s)[1] for s in aa] + pgd
     return [features_path(s, "_divergence") for s in feature_settings(config)]
 
@@ -577,13 +601,12 @@ RESOURCE_STAGE = {"reinit": "evaluate", "sample_features": "evaluate", "evaluate
 
 
 def gpu_jobs(config: dict) -> list[tuple[str, Setting, str]]:
-    """(rule, setting, unit) of every GPU job: unit = 'pretrain' / a batch id / 'reinit' / 'features'."""
+    """(rule, setting, unit) of every GPU job: unit = 'pretrain' / a batch id (retraining) / an evaluation's net
+    (`evaluation_units`) / 'autoattack' / 'reinit' / 'features'."""
     jobs = [("pretrain", s, "pretrain") for s in settings(config)]
     for setting, groups in batches(config).items():
         jobs += [("retrain", setting, b) for b in groups]
-    jobs += [("evaluate", s, "pretrain") for s in settings(config)]
-    for setting, groups in batches(config).items():
-        jobs += [("evaluate", setting, b) for b in groups]
+    jobs += [("evaluate", s, net) for s in settings(config) for net in evaluation_units(config, s)]
     jobs += [("evaluate_autoattack", s, "autoattack") for s in autoattack_settings(config)]
     jobs += [("reinit", s, "reinit") for s in reinit_settings(config)]
     jobs += [("sample_features", s, "features") for s in feature_settings(config)]

@@ -66,11 +66,10 @@ def expected_outputs(config: dict) -> dict[str, list[str]]:
     out["prepare_data"] = [grid.data_path(d) for d in config["datasets"]]
     for s in grid.settings(config):
         out["pretrain"] += [grid.pretrained_path(s), grid.initial_path(s)]
-        out["evaluate"] += list(grid.evaluation_paths(s, "pretrain"))
+        out["evaluate"] += [p for net in grid.evaluation_units(config, s) for p in grid.evaluation_paths(s, net)]
     for s, groups in grid.batches(config).items():
         for batch, cells in groups.items():
             out["retrain"] += [grid.batch_dir(s, batch)] + [grid.cell_path(config, s, c) for c in cells]
-            out["evaluate"] += list(grid.evaluation_paths(s, batch))
     out["evaluate_autoattack"] = [p for s in grid.autoattack_settings(config) for p in grid.autoattack_paths(s)]
     out["reinit"] = [grid.reinit_path(s) for s in grid.reinit_settings(config)]
     features = grid.analysis(config, "features") or {}

@@ -208,6 +208,15 @@ class Verifier:
                                       "pretraining": f["pretraining"], "cell": f["cell"]})
 
     @staticmethod
+    def _in_unit(checkpoint: Path, cell, pretraining: str, unit: str) -> bool:
+        """Whether a record of a batched evaluation (grid.evaluation_units: `cutoff` = the pretrained net and the
+        `batch<i>` folders, `analysis` = the `analysis<i>` folders) is of a net that evaluation holds."""
+        if cell == "pretrained":
+            return unit == "cutoff" and checkpoint.name == f"pretrain_{pretraining}.pt"
+        group = "batch" if unit == "cutoff" else "analysis"
+        return re.fullmatch(rf"retrain_{pretraining}_{group}\d+", checkpoint.parent.name) is not None
+
+    @staticmethod
     def _net_fields(f):
         kind, pretraining, *batch = f["net"].split("_", 2)
         return kind, pretraining, (batch[0] if batch else None)
@@ -225,9 +234,13 @@ class Verifier:
             swapped = self._swapped(rel, fields, found)
             if swapped:
                 return _Checked(swapped)
-            if kind == "retrain" and Path(str(r.get("checkpoint", ""))).parent.name != f"retrain_{pretraining}_{batch}":
+            checkpoint = Path(str(r.get("checkpoint", "")))
+            if kind == "retrain" and checkpoint.parent.name != f"retrain_{pretraining}_{batch}":
                 return _Checked(Problem(rel, "swapped", f"holds the evaluation of {r.get('checkpoint')!r}, not of a "
                                         f"cell of batch {batch} (a swapped file)", rel))
+            if kind == "nets" and not self._in_unit(checkpoint, r.get("cell"), pretraining, batch):
+                return _Checked(Problem(rel, "swapped", f"holds the evaluation of {r.get('checkpoint')!r}, not of the "
+                                        f"{pretraining} net's {batch} evaluation (a swapped file)", rel))
         return _Checked(None, data.get("inputs") or {})
 
     def _check_outcomes(self, rel, f):
@@ -412,13 +425,12 @@ def table_parts(config: dict, table: str) -> list[str]:
 def made_from(config: dict) -> dict[str, list[str]]:
     """{part of a table: the artifacts it is made from, transitively} of a config (from the grid)."""
     out: dict[str, list[str]] = {}
-    for s in grid.settings(config):
-        for path in grid.evaluation_paths(s, "pretrain"):
-            out[path] = [grid.pretrained_path(s), grid.data_path(s.dataset)]
-    for s, groups in grid.batches(config).items():
-        for batch in groups:
-            for path in grid.evaluation_paths(s, batch):
-                out[path] = [grid.batch_dir(s, batch), grid.pretrained_path(s), grid.data_path(s.dataset)]
+    grouped = grid.batches(config)
+    for s in sorted(set(grid.settings(config)) | set(grouped)):
+        for net, members in grid.evaluation_units(config, s).items():
+            nets = [grid.pretrained_path(s) if m == "pretrain" else grid.batch_dir(s, m) for m in members]
+            for path in grid.evaluation_paths(s, net):
+                out[path] = nets + [grid.pretrained_path(s)] * ("pretrain" not in members) + [grid.data_path(s.dataset)]
     for s in grid.autoattack_settings(config):  # AutoAttack of the pretrained net and some cells
         nets = {grid.pretrained_path(s) if c == "pretrained" else grid.batch_dir(s, grid.batch_of(config, s, c))
                 for c in grid.autoattack_cells(config, s)}

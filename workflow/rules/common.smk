@@ -94,20 +94,24 @@ def state_dir(wc):
 # --------------------------------------------------------------------------- inputs of evaluation and figure jobs
 
 
+def evaluated_members(wc):
+    """(setting, members) of an evaluation job: 'pretrain' and the batch ids it evaluates."""
+    pretraining = wc.net.split("_")[1]
+    s = Setting(wc.dataset, wc.arch, int(wc.seed), pretraining)
+    return s, grid.evaluation_members(config, s, wc.net)
+
+
 def evaluated(wc):
-    """The checkpoint file (a pretrained net) or batch folder (retrained cells) an evaluation job reads."""
-    kind, pretraining, *batch = wc.net.split("_", 2)
-    if kind == "pretrain":
-        return rules.pretrain.output.model.format(dataset=wc.dataset, arch=wc.arch, seed=wc.seed, pretraining=pretraining)
-    return rules.retrain.output[0].format(dataset=wc.dataset, arch=wc.arch, seed=wc.seed, pretraining=pretraining,
-                                          batch=batch[0])
+    """The checkpoint file (a pretrained net) and batch folders (retrained cells) an evaluation job reads."""
+    s, members = evaluated_members(wc)
+    return [grid.pretrained_path(s) if m == "pretrain" else grid.batch_dir(s, m) for m in members]
 
 
 def evaluated_checkpoints(wc):
     """{cell: checkpoint file} of an evaluation job; each checkpoint's metadata must name that cell."""
-    kind, pretraining, *batch = wc.net.split("_", 2)
-    setting = Setting(wc.dataset, wc.arch, int(wc.seed), pretraining)
-    return grid.net_checkpoints(config, setting, ["pretrained"] if kind == "pretrain" else BATCHES[setting][batch[0]])
+    s, members = evaluated_members(wc)
+    cells = [c for m in members for c in (["pretrained"] if m == "pretrain" else BATCHES[s][m])]
+    return grid.net_checkpoints(config, s, cells)
 
 
 def autoattack_nets(wc):

@@ -1,15 +1,15 @@
 rule evaluate:
-    """Clean and robust accuracy (true label, random start) of a pretrained net or of every cell of a batch,
-    with per-sample outcomes."""
+    """Clean and robust accuracy (true label, random start) of a pretrained net, of every cell of a batch, or
+    (with batching) of several of them at once (grid.evaluation_units), with per-sample outcomes."""
     input:
         data=lambda wc: grid.data_path(wc.dataset),
-        nets=evaluated,
+        nets=config_error(evaluated),
         library=library("evaluate"),
     output:
         records="results/evaluations/{dataset}/{arch}/seed{seed}/{net}.json",
         outcomes="results/evaluations/{dataset}/{arch}/seed{seed}/{net}.outcomes.parquet",
     wildcard_constraints:
-        net=r"pretrain_(conventional|adversarial)|retrain_(conventional|adversarial)_[\w-]+",
+        net=r"(pretrain|retrain|nets)_(conventional|adversarial)(_[\w-]+)?",
     params:
         checkpoints=config_error(evaluated_checkpoints),
         attack=lambda wc: grid.eval_params(config, wc.dataset),

@@ -2,8 +2,6 @@ from _common import setup
 
 log = setup(snakemake)  # noqa: F821 (injected by Snakemake)
 
-import pandas as pd
-
 from advlayers.checkpoints import load_checkpoint
 from advlayers.datasets import load_prepared
 from advlayers.io import file_digests, write_parquet
@@ -20,5 +18,5 @@ rows = reinit_rows(model, initial.state_dict(), load_prepared(snakemake.input.da
                    bn_policies=params.bn_policies, redraw_seed=REDRAW_SEED_OFFSET + int(wc.seed), device=device,
                    dataset=wc.dataset, arch=wc.arch, width=payload.get("width", 1.0), seed=int(wc.seed),
                    pretraining=wc.pretraining)
-write_parquet(snakemake.output[0], pd.DataFrame(rows), metadata={"inputs": file_digests(
+write_parquet(snakemake.output[0], rows, metadata={"inputs": file_digests(
     {"data": snakemake.input.data, "pretrained": snakemake.input.pretrained, "initial": snakemake.input.initial})})
