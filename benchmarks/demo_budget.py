@@ -90,15 +90,16 @@ def t_step(repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def rule_scripts() -> dict[str, str]:
-    """Rule -> the workflow script its jobs run (from the `script:` directives of workflow/rules/*.smk); rules
-    without one (rebuild markers: `touch`; target rules) start no Python process."""
+def rule_scripts() -> dict[str, str | None]:
+    """Every rule of the workflow (Snakefile, workflow/rules/*.smk) -> the script its jobs run (`script:`), or
+    None: rebuild markers (`touch`) and target rules start no Python process."""
     out, rule = {}, None
-    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+    for smk in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
         lines = smk.read_text().splitlines()
         for i, line in enumerate(lines):
-            if line.startswith("rule "):
+            if line.startswith(("rule ", "localrule ")):
                 rule = line.split()[1].rstrip(":")
+                out[rule] = None
             elif line.strip() == "script:" and rule:
                 out[rule] = Path(lines[i + 1].strip().strip('"')).stem
     return out
@@ -120,7 +121,7 @@ def startup_cpu(repeats: int = 3) -> dict[str, float]:
     imports (median of `repeats`): the per-job start-up overhead."""
     paths = [str(REPO / "workflow" / "scripts"), str(REPO / "src")]
     out = {}
-    for stem in sorted(set(rule_scripts().values())):
+    for stem in sorted({v for v in rule_scripts().values() if v}):
         code = f"import sys; sys.path[:0] = {paths!r}; {script_imports(stem)}"
         cpu = []
         for _ in range(repeats):
@@ -135,8 +136,11 @@ def startup_cpu(repeats: int = 3) -> dict[str, float]:
 def overhead(rules: dict[str, int], startup: dict[str, float]) -> dict[str, dict]:
     """Per rule of a run: its jobs that start a process and their summed start-up CPU-seconds."""
     scripts = rule_scripts()
+    unknown = sorted(set(rules) - set(scripts))
+    if unknown:  # a rule the parser missed would count as free: refuse instead
+        raise SystemExit(f"rules {unknown} of the run are not in the workflow's rule files; start-up not counted")
     return {rule: {"jobs": n, "each": startup[scripts[rule]], "cpu": n * startup[scripts[rule]]}
-            for rule, n in sorted(rules.items()) if rule in scripts}
+            for rule, n in sorted(rules.items()) if scripts[rule]}
 
 
 def copy_repo(config_seed: int | None) -> Path:
