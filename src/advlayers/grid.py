@@ -417,7 +417,7 @@ def evaluations(config: dict, dataset: str | None = None, cutoff_only: bool = Fa
     """Every evaluation record file (the pretrained nets and every retraining batch), optionally of one dataset
     and only those holding cut-off figure cells or a pretrained net (what a cut-off table needs)."""
     out, grouped = [], batches(config)
-    for setting in sorted(set(settings(config)) | set(grouped)):
+    for setting in settings(config):  # every setting with cells is one (validate: analyses use configured archs)
         if dataset is not None and setting.dataset != dataset:
             continue
         groups, wanted = grouped.get(setting, {}), figure_cells(config, setting)

@@ -425,8 +425,7 @@ def table_parts(config: dict, table: str) -> list[str]:
 def made_from(config: dict) -> dict[str, list[str]]:
     """{part of a table: the artifacts it is made from, transitively} of a config (from the grid)."""
     out: dict[str, list[str]] = {}
-    grouped = grid.batches(config)
-    for s in sorted(set(grid.settings(config)) | set(grouped)):
+    for s in grid.settings(config):
         for net, members in grid.evaluation_units(config, s).items():
             nets = [grid.pretrained_path(s) if m == "pretrain" else grid.batch_dir(s, m) for m in members]
             for path in grid.evaluation_paths(s, net):
