@@ -4,7 +4,8 @@
 #   snakemake --profile slurm all_figures --configfile config/paper.yaml      the paper, on a SLURM cluster
 #
 # Stages: prepare_data -> pretrain -> retrain (every cell once) -> evaluate -> table -> figure -> claims.
-# The grid (which cells, checkpoints and evaluations a config implies) is src/advlayers/grid.py.
+# The grid (which cells, checkpoints and evaluations a config implies, and where each file lives) is
+# src/advlayers/grid/ (plan, layout).
 
 
 # The embedded demo config, unless --configfile names another: Snakemake would otherwise deep-merge the two
@@ -22,10 +23,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
-    arch="|".join(grid.ARCHS),
-    seed=r"\d+",
-    pretraining="|".join(grid.PRETRAININGS),
-    batch=r"m[01]{6}|l\d+-\d+|batch\d+|analysis\d+",
+    **{field: layout.FIELDS[field] for field in ("arch", "seed", "pretraining", "retraining", "group", "unit", "method")},
 
 
 include: "workflow/rules/data.smk"
@@ -44,8 +42,8 @@ include: "workflow/rules/verify.smk"
 rule all_figures:
     """Every figure and table of the config, and the claims check (the default target)."""
     input:
-        [p for stem in grid.figures(config) for p in grid.figure_paths(stem)],
-        [grid.table_path(t) for t in grid.tables(config)],
+        [p for stem in plan.figures(config) for p in layout.figure_paths(stem)],
+        [layout.table_path(t) for t in plan.tables(config)],
         rules.claims.output,
     default_target: True
     localrule: True
@@ -54,56 +52,56 @@ rule all_figures:
 rule fig2:
     """Paper Fig. 2: the cut-off figure of config figures.fig2 (CIFAR-10 in config/paper.yaml)."""
     input:
-        config_error(lambda wc: grid.named_figure(config, "fig2")),
+        config_error(lambda wc: plan.named_figure(config, "fig2")),
     localrule: True
 
 
 rule fig3:
     """Paper Fig. 3: the cut-off figure of config figures.fig3 (Imagenette in config/paper.yaml)."""
     input:
-        config_error(lambda wc: grid.named_figure(config, "fig3")),
+        config_error(lambda wc: plan.named_figure(config, "fig3")),
     localrule: True
 
 
 rule fig4:
     """Paper Fig. 4: the cut-off figure of config figures.fig4 (ImageNet in config/paper.yaml)."""
     input:
-        config_error(lambda wc: grid.named_figure(config, "fig4")),
+        config_error(lambda wc: plan.named_figure(config, "fig4")),
     localrule: True
 
 
 rule fig5:
     """Paper Fig. 5: per-layer cut-off (config analyses.layer_cutoff)."""
     input:
-        config_error(lambda wc: grid.named_figure(config, "fig5")),
+        config_error(lambda wc: plan.named_figure(config, "fig5")),
     localrule: True
 
 
 rule fig6:
     """Paper Fig. 6: module subsets (config analyses.module_subsets)."""
     input:
-        config_error(lambda wc: grid.named_figure(config, "fig6")),
+        config_error(lambda wc: plan.named_figure(config, "fig6")),
     localrule: True
 
 
 rule fig7:
     """Paper Fig. 7: layer-wise re-initialisation, rewind and redraw (config analyses.reinit)."""
     input:
-        config_error(lambda wc: grid.named_figure(config, "fig7")),
+        config_error(lambda wc: plan.named_figure(config, "fig7")),
     localrule: True
 
 
 rule fig8:
     """Paper Fig. 8 (+ divergence statistics): clean vs adversarial activations (config analyses.features)."""
     input:
-        config_error(lambda wc: grid.named_figure(config, "fig8")),
+        config_error(lambda wc: plan.named_figure(config, "fig8")),
     localrule: True
 
 
 rule tables:
     """Every table of the config."""
     input:
-        [grid.table_path(t) for t in grid.tables(config)],
+        [layout.table_path(t) for t in plan.tables(config)],
     localrule: True
 
 

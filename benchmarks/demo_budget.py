@@ -72,7 +72,7 @@ def t_step(repeats: int = 5) -> float:
     import torch
 
     sys.path.insert(0, str(REPO / "src"))
-    from advlayers.models import build_model
+    from advlayers.core.models import build_model
 
     torch.set_num_threads(2)
     model = build_model("resnet18", 10, 32, seed=0).train()
@@ -112,7 +112,7 @@ def script_imports(stem: str) -> str:
     tree = ast.parse((REPO / "workflow" / "scripts" / f"{stem}.py").read_text())
     lines = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
              and getattr(node, "module", None) != "__future__"]
-    lazy = {"pretrain": ["import advlayers.training"]}.get(stem, [])
+    lazy = {"pretrain": ["import advlayers.core.training"]}.get(stem, [])
     return "; ".join(["import snakemake.script", *lines, *lazy])
 
 

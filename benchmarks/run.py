@@ -40,8 +40,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from advlayers import attacks  # noqa: E402
-from advlayers.attacks import AttackSpec  # noqa: E402
-from advlayers.models import build_model  # noqa: E402
+from advlayers.core.attacks import AttackSpec  # noqa: E402
+from advlayers.core.models import build_model  # noqa: E402
 
 ALL_SECTIONS = {"pgd", "profile", "eval", "training", "memory"}
 PIPELINE_BEGIN = "<!-- pipeline:begin -->"
@@ -214,14 +214,14 @@ def profile_pgd(args) -> dict:
 
 
 def _eval_dataset(args):
-    from advlayers.datasets import load_dataset
+    from advlayers.core.datasets import load_dataset
 
     return load_dataset("digits" if args.quick else "mnist5k")
 
 
 def trained_models(args, ds) -> dict:
     """A conventionally and an adversarially trained resnet18 (cached under benchmarks/_work/)."""
-    from advlayers.training import get_recipe, pretrain
+    from advlayers.core.training import get_recipe, pretrain
 
     WORK.mkdir(parents=True, exist_ok=True)
     tag = "quick" if args.quick else "full"
@@ -272,7 +272,7 @@ def _plain_pgd_eval(model, x, y, spec: AttackSpec, device) -> float:
 
 
 def bench_eval(args, ds, models) -> dict:
-    from advlayers.evaluation import evaluate
+    from advlayers.core.evaluation import evaluate
 
     n = 64 if args.quick else args.eval_n
     steps = 20 if args.quick else 200
@@ -309,7 +309,7 @@ def bench_eval(args, ds, models) -> dict:
 
 
 def bench_training(args, ds) -> dict:
-    from advlayers.training import get_recipe, train
+    from advlayers.core.training import get_recipe, train
 
     batches = 1 if args.quick else args.train_batches
     bs = 16 if args.quick else 128
@@ -369,7 +369,7 @@ def bench_training(args, ds) -> dict:
 
 def _memory_child(args) -> None:
     """Run in a subprocess: load data + model (+ optionally one PGD evaluation), print peak RSS as JSON."""
-    from advlayers.evaluation import evaluate
+    from advlayers.core.evaluation import evaluate
 
     ds = _eval_dataset(args)
     model = build_model("resnet18", ds.info.num_classes, ds.info.image_size, seed=0)

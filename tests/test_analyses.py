@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from advlayers import grid
-from advlayers.analyses import combination_summary, layer_table, reinit_grid, reinit_layer, subset_id
-from advlayers.models import build_model, layers, parameter_count
+from advlayers.grid import vocabulary as vocab
+from advlayers.analyses.reinit import combination_summary, layer_table, reinit_grid, reinit_layer, subset_id
+from advlayers.core.models import build_model, layers, parameter_count
 
 from conftest import WIDTH
 
@@ -19,7 +19,7 @@ PRETRAIN_SEED = 0
 
 def module_subsets():
     """The 64 module subsets as name tuples, () first."""
-    return [grid.mask_modules(mask) for mask in grid.all_subsets()]
+    return [vocab.mask_modules(mask) for mask in vocab.all_subsets()]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_layer_table_marks_modules_and_counts_parameters(trained):
     assert table[-1]["n_params"] == 128 * 10 + 10
     assert sum(row["n_params"] for row in table) == parameter_count(trained)
     # the module boundaries are the grid's
-    spans = grid.module_spans("resnet18")
+    spans = vocab.module_spans("resnet18")
     assert [row["module"] for row in table] == [f"m{m}" for m, span in enumerate(spans) for _ in span]
 
 
@@ -74,10 +74,10 @@ def test_module_subsets_are_all_64_distinct():
     assert subsets[0] == () and ("m0", "m1", "m2", "m3", "m4", "m5") in subsets
     assert subset_id(("m0", "m2")) == "101000" == subset_id(("m2", "m0"))
     for s in subsets:
-        assert grid.mask_modules(subset_id(s)) == s
+        assert vocab.mask_modules(subset_id(s)) == s
     for bad in ("10100", "10100x", 101000):
         with pytest.raises(ValueError):
-            grid.mask_modules(bad)
+            vocab.mask_modules(bad)
     with pytest.raises(ValueError):
         subset_id(("m6",))
 
@@ -147,7 +147,7 @@ def test_rewind_keep_stats_keeps_trained_running_statistics(trained, initial_sta
 
 
 def test_redraw_is_a_fresh_draw_from_the_same_law(trained, initial_state):
-    redraw_seed = grid.REDRAW_SEED_OFFSET + PRETRAIN_SEED
+    redraw_seed = vocab.REDRAW_SEED_OFFSET + PRETRAIN_SEED
     fc = layers(trained)[-1]
     new = reinit_layer(trained, fc, initial_state=initial_state, operation="redraw", seed=redraw_seed).state_dict()
     old = trained.state_dict()
@@ -190,7 +190,7 @@ def test_reinit_errors(trained, initial_state):
 
 @pytest.mark.parametrize("bn_policy", ["reset", "keep_stats"])
 def test_reinit_grid_covers_every_layer_and_both_operations(trained, initial_state, bn_policy):
-    redraw_seed = grid.REDRAW_SEED_OFFSET
+    redraw_seed = vocab.REDRAW_SEED_OFFSET
     models = reinit_grid(trained, initial_state, seed=redraw_seed, bn_policy=bn_policy)
     first = next(models)
     assert first[:2] == (None, "none") and first[2] is trained
@@ -210,7 +210,7 @@ def test_reinit_grid_covers_every_layer_and_both_operations(trained, initial_sta
         assert _same(state, old, set(state) - keys), (layer.index, operation)  # ... and nothing else changed
         assert not torch.equal(state[f"{layer.name}.weight"], old[f"{layer.name}.weight"])
         assert not model.training
-    assert len(seen) == 2 * len(all_layers) == 2 * grid.LAYER_COUNTS["resnet18"]
+    assert len(seen) == 2 * len(all_layers) == 2 * vocab.LAYER_COUNTS["resnet18"]
     assert seen == [(i, op) for i in range(len(all_layers)) for op in ("rewind", "redraw")]
     with pytest.raises(ValueError, match="pretraining seed"):
         list(reinit_grid(trained, initial_state, seed=PRETRAIN_SEED))

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from advlayers import attacks
-from advlayers.attacks import AttackSpec, fgsm_rs, pgd, predicted_labels, robust_correct
+from advlayers.core import attacks
+from advlayers.core.attacks import AttackSpec, fgsm_rs, pgd, predicted_labels, robust_correct
 
 EPS = 0.1
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from advlayers.attacks import AttackSpec
-from advlayers.autoattack import APGDSpec, AutoAttackSpec
-from advlayers.datasets import load_dataset
-from advlayers.evaluation import evaluate
-from advlayers.recipes import get_recipe
-from advlayers.training import pretrain
+from advlayers.core.attacks import AttackSpec
+from advlayers.core.autoattack import APGDSpec, AutoAttackSpec
+from advlayers.core.datasets import load_dataset
+from advlayers.core.evaluation import evaluate
+from advlayers.core.recipes import get_recipe
+from advlayers.core.training import pretrain
 
 N = 64
 EPS = 0.1

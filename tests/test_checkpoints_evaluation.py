@@ -4,12 +4,12 @@ evaluation record (accuracies, Wilson intervals, per-sample outcomes)."""
 import pytest
 import torch
 
-from advlayers.attacks import AttackSpec
-from advlayers.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from advlayers.evaluation import evaluate
+from advlayers.core.attacks import AttackSpec
+from advlayers.core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from advlayers.core.evaluation import evaluate
 from advlayers.io import state_digest
-from advlayers.models import build_model
-from advlayers.stats import wilson
+from advlayers.core.models import build_model
+from advlayers.report.stats import wilson
 
 from conftest import WIDTH
 

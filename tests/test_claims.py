@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advlayers import claims, grid
-from advlayers.stats import bootstrap, mcnemar_exact, wilson
+from advlayers.report import claims
+from advlayers.grid import plan, vocabulary as vocab
+from advlayers.report.stats import bootstrap, mcnemar_exact, wilson
 
 CONFIG = {"datasets": {"d": {"archs": ["resnet18"]}}, "cutoffs": {"before": [1, 2, 3, 6], "after": [1, 2, 3, 4]},
           "analyses": {"layer_cutoff": {"dataset": "d", "arch": "resnet18", "cutoffs": [1, 3, 5, 7, 21]},
@@ -35,7 +36,7 @@ def make_tables(accuracy, n=400, seeds=(0,)):
     rng = np.random.default_rng(0)
     frames, out = [], {}
     for name in ("cutoff", "layer_cutoff", "module_subsets"):
-        coords = pd.DataFrame(grid.table_coordinates(CONFIG, name))
+        coords = pd.DataFrame(plan.table_coordinates(CONFIG, name))
         out[name] = pd.concat([coords.assign(seed=s, attack="PGD-10") for s in seeds], ignore_index=True)
     cells = {(r.pretraining, r.cell) for name in ("cutoff", "layer_cutoff", "module_subsets")
              for r in out[name].itertuples()}
@@ -52,14 +53,14 @@ def paper_like(pretraining, cell):
     if pretraining == "conventional":
         if cell == "pretrained":
             return 0.97, 0.0
-        layers = grid.cell_layers("resnet18", cell)
+        layers = vocab.cell_layers("resnet18", cell)
         if 0 not in layers:
             return 0.95, 0.03
         robust = 0.30 if layers == [0] else 0.45 if max(layers) < 5 else 0.55
         return 0.95, robust if 1 in layers or layers == [0] or max(layers) > 4 else 0.30
     if cell == "pretrained":
         return 0.96, 0.60
-    layers = grid.cell_layers("resnet18", cell)
+    layers = vocab.cell_layers("resnet18", cell)
     return 0.97, 0.02 if 0 in layers else 0.50
 
 
@@ -140,7 +141,7 @@ def test_missing_cells_are_not_run():
 def reinit_table(drop_early_adv=0.5, conv_gain=0.2, n=200):
     rng = np.random.default_rng(1)
     rows = []
-    layer_modules = [m for m, count in zip(grid.MODULE_NAMES, grid.MODULE_LAYERS["resnet18"]) for _ in range(count)]
+    layer_modules = [m for m, count in zip(vocab.MODULE_NAMES, vocab.MODULE_LAYERS["resnet18"]) for _ in range(count)]
     for pretraining, base_clean, base_robust in (("conventional", 0.97, 0.0), ("adversarial", 0.95, 0.6)):
         entries = [(-1, "none", "none", base_clean, base_robust)]
         for i, module in enumerate(layer_modules):

@@ -1,4 +1,4 @@
-"""The `advlayers` command end to end (subprocesses of `python -m advlayers.cli`), and `main` in process."""
+"""The `advlayers` command end to end (subprocesses of `python -m advlayers`), and `main` in process."""
 
 import json
 import os
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlayers import cli
-from advlayers.checkpoints import load_checkpoint, save_checkpoint
-from advlayers.datasets import prepare_dataset
+from advlayers.tools import cli
+from advlayers.core.checkpoints import load_checkpoint, save_checkpoint
+from advlayers.core.datasets import prepare_dataset
 from advlayers.io import sha256_file
-from advlayers.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from advlayers.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--override", "epochs=1", "--override", "train_subset=128", "--override", "batch_size=64",
@@ -23,7 +23,7 @@ TINY = ["--override", "epochs=1", "--override", "train_subset=128", "--override"
 def advlayers(*args, check=True):
     path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
-    proc = subprocess.run([sys.executable, "-m", "advlayers.cli", *map(str, args)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "advlayers", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -66,7 +66,7 @@ def test_help_is_short_and_does_not_import_torch():
         assert command in proc.stdout
     for command in ("eval", "layers", "export", "pretrain"):
         assert len(advlayers(command, "--help").stdout.splitlines()) < 30
-    code = "import sys, advlayers.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, advlayers.tools.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(SRC)))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advlayers import cost
+from advlayers.tools import cost
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"

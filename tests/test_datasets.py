@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from advlayers.datasets import (
+from advlayers.core.datasets import (
     DATASETS,
     AugmentSpec,
     FolderSplit,

@@ -1,4 +1,4 @@
-"""Multi-process training on CPU (gloo, 2 processes under torchrun), and `advlayers.cli pretrain` as the
+"""Multi-process training on CPU (gloo, 2 processes under torchrun), and `advlayers pretrain` as the
 torchrun entry point.
 
 Equality with one process holds for a net without BatchNorm: SyncBatchNorm has no CPU kernels, so CPU
@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from advlayers import distributed
-from advlayers.datasets import epoch_batches, load_dataset, prepare_dataset
-from advlayers.models import ModelSpec, ModularNet, Normalize, build_model
-from advlayers.recipes import get_recipe
-from advlayers.training import train
+from advlayers.core import distributed
+from advlayers.core.datasets import epoch_batches, load_dataset, prepare_dataset
+from advlayers.core.models import ModelSpec, ModularNet, Normalize, build_model
+from advlayers.core.recipes import get_recipe
+from advlayers.core.training import train
 
 from conftest import small_net
 
@@ -32,8 +32,8 @@ WORKER = textwrap.dedent("""
     import os, signal, sys
     import torch
     from advlayers import distributed
-    from advlayers.datasets import load_dataset
-    from advlayers.training import train
+    from advlayers.core.datasets import load_dataset
+    from advlayers.core.training import train
     from test_distributed import ddp_recipe, small_net
     torch.set_num_threads(1)  # after conftest's import-time setting
 
@@ -127,9 +127,9 @@ def test_cli_under_torchrun_writes_one_checkpoint(tmp_path):
                                "precision='fp32'", "--width", "0.25", "--device", "cpu", "--state", state,
                                "--out", out, "--initial", initial, "--logfile", tmp_path / "log.txt",
                                "--threads", "1"],
-                    module="advlayers.cli")
+                    module="advlayers")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from advlayers.checkpoints import load_checkpoint
+    from advlayers.core.checkpoints import load_checkpoint
 
     model, payload = load_checkpoint(out, arch="resnet18", dataset="digits", expect={"cell": "pretrained"})
     assert payload["meta"]["world_size"] == 2 and len(payload["meta"]["history"]) == 1
@@ -205,7 +205,7 @@ def test_single_process_helpers():
 def test_folder_split_rank_slices(tmp_path):
     from PIL import Image
 
-    from advlayers.datasets import FolderSplit
+    from advlayers.core.datasets import FolderSplit
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()

@@ -31,14 +31,15 @@ import pytest
 import torch
 import yaml
 
-from advlayers import cli, grid
-from advlayers.attacks import AttackSpec, pgd
-from advlayers.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from advlayers.tools import cli
+from advlayers.grid import conf, validate, vocabulary as vocab
+from advlayers.core.attacks import AttackSpec, pgd
+from advlayers.core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from advlayers.io import state_digest
-from advlayers.models import build_model
-from advlayers.recipes import get_recipe
-from advlayers.verify import main as verify_main
-from advlayers.verify import verify
+from advlayers.core.models import build_model
+from advlayers.core.recipes import get_recipe
+from advlayers.tools.verify import main as verify_main
+from advlayers.tools.verify import verify
 
 from conftest import REPO, TARGETS, copy_of, dry_run, snakemake
 
@@ -124,13 +125,13 @@ FORCED = [f"{EVALS}/retrain_conventional_m100000.json", f"{EVALS}/retrain_advers
 
 def _plant_stale_state(root: Path) -> None:
     """A complete resume state of the conventional m100000 cell, trained from the other pretrained net."""
-    from advlayers.datasets import load_prepared
-    from advlayers.training import retrain_cell
+    from advlayers.core.datasets import load_prepared
+    from advlayers.core.training import retrain_cell
 
     config = yaml.safe_load((root / "tiny.yaml").read_text())
     other, _ = load_checkpoint(root / CKPT / "pretrain_adversarial.pt")
     retrain_cell(other, load_prepared(root / "results/data/digits.pt"), "m100000",
-                 recipe=grid.recipe_params(config, "digits", retrain=True), mode="adversarial", seed=0, device="cpu",
+                 recipe=conf.recipe_params(config, "digits", retrain=True), mode="adversarial", seed=0, device="cpu",
                  state_path=root / STALE_STATE, out=root / "stale_cell.pt",
                  inputs={"data": root / "results/data/digits.pt"}, dataset_name="digits", pretraining="conventional")
     assert (root / STALE_STATE).is_file()
@@ -477,7 +478,7 @@ def narrow_net():
                                           ({"n": 8, "batch_size": "64"}, "batch_size")],
                          ids=["n=0", "n=-5", "eval-batch_size='64'"])
 def test_evaluation_argument_errors(digits, narrow_net, kwargs, word):
-    from advlayers.evaluation import evaluate
+    from advlayers.core.evaluation import evaluate
 
     with pytest.raises(ValueError) as e:
         evaluate(narrow_net, digits.test, AttackSpec(0.1, 0.04, 1), progress=False, **kwargs)
@@ -499,14 +500,14 @@ def _config_error(edit):
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    from advlayers.recipes import PRESETS
+    from advlayers.core.recipes import PRESETS
 
     config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
     edit(config)
     try:  # what workflow/rules/common.smk does, in this order, before building any job
         validate(config, str(REPO / "config" / "schema.yaml"))
-        grid.validate(config, tuple(PRESETS), root_exists=grid.check_root)
-    except (WorkflowError, grid.ConfigError) as e:
+        validate.check(config, tuple(PRESETS), root_exists=validate.check_root)
+    except (WorkflowError, vocab.ConfigError) as e:
         return str(e)
     raise AssertionError("the config was accepted")
 
@@ -544,8 +545,8 @@ def test_config_error_stops_snakemake_before_any_job(tiny_run, tmp_path):
 
 def test_every_artifact_writer_applies_the_umask(tmp_path, digits):
     """0644 under umask 022 (and 0640 under 027): artifacts are readable by the group, never mkstemp's 0600."""
-    from advlayers.datasets import prepare_dataset
-    from advlayers.features import FORMAT, save_activations
+    from advlayers.core.datasets import prepare_dataset
+    from advlayers.analyses.features import FORMAT, save_activations
     from advlayers.io import atomic_write, save_torch, write_json, write_parquet
 
     net = build_model("resnet18", 10, 32, seed=0, width=0.25)
@@ -624,7 +625,7 @@ def test_read_only_results_folder(tiny_run, tmp_path):
     (root / EVALS / "pretrain_adversarial.json").unlink()
     rc, out = _read_only(root, [sys.executable, "-m", "snakemake", *TARGETS, "--cores", "1", *CONFIG])
     assert rc != 0 and "the workflow needs a writable results folder" in out, out[-3000:]
-    rc, out = _read_only(root, [sys.executable, "-m", "advlayers.cli", "verify"])
+    rc, out = _read_only(root, [sys.executable, "-m", "advlayers", "verify"])
     assert rc == 1 and f"{EVALS}/pretrain_adversarial.json: missing" in out, out
 
 
@@ -633,7 +634,7 @@ def test_ctrl_c_on_pretraining_saves_the_state_and_the_rerun_completes(tiny_run,
     """Ctrl-C (SIGINT) on `advlayers pretrain`: the batch finishes, the state is saved, one line, status 130;
     the same command again resumes and writes the checkpoint."""
     state, out, log = tmp_path / "state.pt", tmp_path / "net.pt", tmp_path / "pretrain.log"
-    args = [sys.executable, "-m", "advlayers.cli", "pretrain", "--data", tiny_run / "results/data/digits.pt",
+    args = [sys.executable, "-m", "advlayers", "pretrain", "--data", tiny_run / "results/data/digits.pt",
             "--arch", "resnet18", "--mode", "adversarial", "--recipe", "mnist5k-demo", "--width", "0.25", "--seed", "0",
             "--device", "cpu", "--threads", "1", "--state", state, "--out", out, "--initial", tmp_path / "init.pt",
             "--logfile", log, "--override=epochs=4", "--override=train_subset=192", "--override=batch_size=32",

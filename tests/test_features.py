@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advlayers import divergence, features
-from advlayers.attacks import AttackSpec, perturb
-from advlayers.divergence import cluster_auroc, detector_test, feature_divergence, image_split, mmd_test
-from advlayers.embedding import EMBED_METHODS, embed, embed_clean_adv
-from advlayers.features import load_activations, sample_activations, save_activations
-from advlayers.models import build_model
+from advlayers.analyses.reinit import divergence
+from advlayers.analyses.reinit import features
+from advlayers.core.attacks import AttackSpec, perturb
+from advlayers.analyses.divergence import cluster_auroc, detector_test, feature_divergence, image_split, mmd_test
+from advlayers.analyses.embedding import EMBED_METHODS, embed, embed_clean_adv
+from advlayers.analyses.features import load_activations, sample_activations, save_activations
+from advlayers.core.models import build_model
 
 ATTACK = AttackSpec(eps=8 / 255, step_size=4 / 255, steps=2)
 CHANNELS = {"m1": 16, "m2": 32, "m3": 64, "m4": 128}  # resnet18 at width 0.25
@@ -70,7 +71,7 @@ def _activation(model, module, x):
 
 
 def test_modules_import_without_torch_and_without_cycles():
-    code = ("import sys; import advlayers.divergence, advlayers.embedding, advlayers.features; "
+    code = ("import sys; import advlayers.analyses.divergence, advlayers.embedding, advlayers.features; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
     for order in (("features", "embedding", "divergence"), ("divergence", "embedding", "features")):

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advlayers import figures
-from advlayers.stats import wilson
+from advlayers.report import figures
+from advlayers.report.stats import wilson
 
 matplotlib.use("Agg")
 

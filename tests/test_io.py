@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from advlayers.checkpoints import save_checkpoint
+from advlayers.core.checkpoints import save_checkpoint
 from advlayers.io import (
     atomic_write, file_digests, read_parquet_metadata, save_torch, sha256_file, stale_temporaries, state_digest,
     write_json, write_parquet,
 )
-from advlayers.models import build_model
+from advlayers.core.models import build_model
 
 from conftest import WIDTH
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from advlayers import grid
+from advlayers.grid import vocabulary as vocab
 from advlayers._torchvision import torchvision
-from advlayers.models import (
+from advlayers.core.models import (
     ARCHS, MODULE_NAMES, Normalize, build_model, layers, module_names_for_cutoff, split_modules,
 )
 
@@ -66,7 +66,7 @@ def test_narrow_net_keeps_modules_and_layers(model, narrow):
     assert [n for n, _ in narrow.named_children()] == list(MODULE_NAMES)
     wide_layers, narrow_layers = layers(model), layers(narrow)
     per_module = lambda ls: tuple(sum(layer.module == m for layer in ls) for m in MODULE_NAMES)  # noqa: E731
-    assert per_module(narrow_layers) == per_module(wide_layers) == grid.MODULE_LAYERS[arch]
+    assert per_module(narrow_layers) == per_module(wide_layers) == vocab.MODULE_LAYERS[arch]
     assert [layer.names for layer in narrow_layers] == [layer.names for layer in wide_layers]
     assert [layer.torchvision_name for layer in narrow_layers] == [layer.torchvision_name for layer in wide_layers]
     # every layer a quarter as wide (the classifier's output stays the number of classes)
@@ -152,8 +152,8 @@ def test_layers_pair_conv_with_bn(model):
 
 
 def test_layer_counts(narrow):
-    assert len(layers(narrow)) == grid.LAYER_COUNTS[narrow.spec.arch]
-    assert grid.LAYER_COUNTS["resnet18"] == 21 and grid.LAYER_COUNTS["vgg16_bn"] == 16
+    assert len(layers(narrow)) == vocab.LAYER_COUNTS[narrow.spec.arch]
+    assert vocab.LAYER_COUNTS["resnet18"] == 21 and vocab.LAYER_COUNTS["vgg16_bn"] == 16
 
 
 @pytest.mark.parametrize("width", [0, -0.5, "0.5", True, 5])

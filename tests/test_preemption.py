@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from advlayers.checkpoints import load_checkpoint
-from advlayers.datasets import load_prepared, prepare_dataset
-from advlayers.recipes import get_recipe
-from advlayers.models import ModelSpec, ModularNet, Normalize
-from advlayers.resume import PREEMPT_SIGNALS, Preempted
-from advlayers.training import pretrain, train
+from advlayers.core.checkpoints import load_checkpoint
+from advlayers.core.datasets import load_prepared, prepare_dataset
+from advlayers.core.recipes import get_recipe
+from advlayers.core.models import ModelSpec, ModularNet, Normalize
+from advlayers.core.resume import PREEMPT_SIGNALS, Preempted
+from advlayers.core.training import pretrain, train
 
 from conftest import tiny_recipe, small_net
 
@@ -33,10 +33,10 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from advlayers.checkpoints import save_checkpoint
-    from advlayers.datasets import load_prepared
-    from advlayers.recipes import get_recipe
-    from advlayers.training import pretrain
+    from advlayers.core.checkpoints import save_checkpoint
+    from advlayers.core.datasets import load_prepared
+    from advlayers.core.recipes import get_recipe
+    from advlayers.core.training import pretrain
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     out, state, data = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -17,11 +17,11 @@ import torch
 import yaml
 from snakemake.utils import update_config
 
-from advlayers import grid
-from advlayers.checkpoints import save_checkpoint
-from advlayers.models import build_model
-from advlayers.preflight import RULES, checklist, expected_outputs, pretrain_benchmark
-from advlayers.verify import verify
+from advlayers.grid import conf, layout, plan, vocabulary as vocab
+from advlayers.core.checkpoints import save_checkpoint
+from advlayers.core.models import build_model
+from advlayers.tools.preflight import RULES, checklist, expected_outputs, pretrain_benchmark
+from advlayers.tools.verify import verify
 from conftest import REPO, copy_repo, dry_run, fake_paper_roots, snakemake
 
 PAPER = ("--configfile", "config/paper.yaml", "config/preflight.yaml")
@@ -51,19 +51,19 @@ def test_overlay_keeps_every_dataset_arch_and_analysis():
     config = _paper_preflight_config()
     assert list(config["datasets"]) == list(paper["datasets"])
     assert config["analyses"].keys() == paper["analyses"].keys()
-    assert grid.cells(config) == grid.cells(paper) and grid.figures(config) == grid.figures(paper)
-    assert grid.tables(config) == grid.tables(paper)
+    assert plan.cells(config) == plan.cells(paper) and plan.figures(config) == plan.figures(paper)
+    assert plan.tables(config) == plan.tables(paper)
     for ds, dcfg in config["datasets"].items():
         assert dcfg["archs"] == paper["datasets"][ds]["archs"]
         for key in ("recipe_overrides", "retrain_overrides"):
             assert dcfg[key]["epochs"] == 1 and dcfg[key]["train_subset"] == 256
-        ev = grid.eval_params(config, ds)
+        ev = conf.eval_params(config, ds)
         assert ev["n"] == 64 and ev["steps"] == 10 and ev["eps"] == paper["datasets"][ds]["eval"]["eps"]
         assert ev["step_size"] == pytest.approx(ev["eps"] / 4)
-        assert grid.autoattack_params(config, ds)["n"] <= ev["n"]  # AutoAttack's images are PGD's first ones
-    assert grid.resources(config, "imagenet", "pretrain", "gpu", 1) == 2
+        assert conf.autoattack_params(config, ds)["n"] <= ev["n"]  # AutoAttack's images are PGD's first ones
+    assert conf.resources(config, "imagenet", "pretrain", "gpu", 1) == 2
     assert config["batching"] == {"jobs_per_setting": 1, "analysis_jobs_apart": False}
-    assert grid.eval_params(config, "cifar10", "reinit")["n"] == 64
+    assert conf.eval_params(config, "cifar10", "reinit")["n"] == 64
     features = config["analyses"]["features"]
     assert (features["n_images"], features["vectors_per_image"], features["embedding"]["max_points"]) == (32, 10, 1000)
 
@@ -81,7 +81,7 @@ def test_preflight_dag_is_the_paper_dag_with_one_retraining_job_per_net(paper_co
     expected = expected_outputs(config)
     assert set(jobs) == {r for r, files in expected.items() if files} | {"preflight"}
     assert set(RULES) <= set(jobs)  # the paper config runs every rule
-    settings = grid.settings(config)
+    settings = plan.settings(config)
     assert len(jobs["pretrain"]) == 2 * len(settings)  # model + epoch-0 weights
     retrain_outputs = jobs["retrain"]
     assert len(retrain_outputs) == len(settings) == 18  # one retraining job per pretrained net
@@ -250,7 +250,7 @@ def _fake_run(root: Path, config: dict, digests=("a" * 64, "a" * 64)) -> None:
                 path.write_text('{"records": [{"cell": "pretrained", "provenance": {"eval_device_name": "cpu: x"}}]}')
             else:
                 path.touch()
-    for s in grid.settings(config):
+    for s in plan.settings(config):
         bench = root / pretrain_benchmark(s)
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text("s\th:m:s\tmax_rss\n4.0\t0:00:04\t100\n")
@@ -269,7 +269,7 @@ def test_checklist_ok_on_a_complete_run(fake_run):
     assert "2 ranks agreed" in markdown
     # 1 epoch x 64 images x units (conventional 1, FGSM-RS 1 + 1) = 64 + 128 units in 2 x 2 s on 2 GPUs,
     # width 0.25 (x 1/16), precision auto (/ the cost model's bf16 speed-up)
-    from advlayers.cost import AMP_SPEEDUP
+    from advlayers.tools.cost import AMP_SPEEDUP
 
     assert throughput["digits"]["resnet18"] == pytest.approx((64 + 128) / (2 * 2.0 * 2) / 16 / AMP_SPEEDUP, rel=1e-3)
 
@@ -291,8 +291,8 @@ def test_checklist_flags_a_single_process_ddp_run(tmp_path):
 def test_checklist_flags_missing_outputs(fake_run, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(fake_run, root)
-    setting = grid.Setting("digits", "resnet18", 0, "adversarial")
-    cell = grid.cell_path(TINY, setting, "m100000")
+    setting = vocab.Setting("digits", "resnet18", 0, "adversarial")
+    cell = plan.cell_path(TINY, setting, "m100000")
     (root / cell).unlink()
     (root / "results" / "figures" / "cutoff_digits.pdf").unlink()
     (root / pretrain_benchmark(setting)).unlink()
@@ -307,7 +307,7 @@ def test_checklist_flags_missing_outputs(fake_run, tmp_path):
 def test_checklist_flags_wrong_device_and_corrupt_checkpoint(fake_run, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(fake_run, root)
-    path = grid.pretrained_path(grid.Setting("digits", "resnet18", 0, "conventional"))
+    path = layout.pretrained_path(vocab.Setting("digits", "resnet18", 0, "conventional"))
     (root / path).write_bytes(b"not a checkpoint")
     markdown, _, ok = checklist({**TINY, "device": "cuda"}, root)
     assert not ok and "## (a) device and precision: NOT OK" in markdown

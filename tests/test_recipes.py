@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from advlayers import recipes, training
-from advlayers.checkpoints import read_checkpoint
-from advlayers.models import build_model
-from advlayers.recipes import PRECISION_ENV, PRESETS, Recipe, bf16_native, get_recipe, recipe_digest, resolve_precision
+from advlayers.core import recipes
+from advlayers.core import training
+from advlayers.core.checkpoints import read_checkpoint
+from advlayers.core.models import build_model
+from advlayers.core.recipes import PRECISION_ENV, PRESETS, Recipe, bf16_native, get_recipe, recipe_digest, resolve_precision
 
 from conftest import tiny_recipe
 

@@ -2,10 +2,10 @@
 resnet18 as in the embedded demo): a conventionally trained net is accurate and not robust; an adversarially
 trained one (the demo recipe: FGSM-RS, eps 0.1, adversarial examples only) is far more robust under PGD-20."""
 
-from advlayers.attacks import AttackSpec
-from advlayers.evaluation import evaluate
-from advlayers.recipes import get_recipe
-from advlayers.training import pretrain
+from advlayers.core.attacks import AttackSpec
+from advlayers.core.evaluation import evaluate
+from advlayers.core.recipes import get_recipe
+from advlayers.core.training import pretrain
 
 from conftest import WIDTH
 

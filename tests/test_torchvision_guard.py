@@ -16,7 +16,7 @@ def test_guard_imports_torchvision_models_and_datasets_without_dynamo():
     advlayers serves that name lazily and leaves nothing of the stand-in behind."""
     out = run("""
         import sys
-        import advlayers.models
+        import advlayers.core.models
         roi_align = sys.modules["torchvision.ops.roi_align"]  # (the package attribute is the roi_align function)
         assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"
         assert "torch._dynamo.utils" not in sys.modules
@@ -70,7 +70,7 @@ def test_guard_inert_when_compiled_ops_load():
 def test_forwarding_function_loads_the_real_dynamo_when_called():
     out = run("""
         import sys
-        import advlayers.models
+        import advlayers.core.models
         roi_align = sys.modules["torchvision.ops.roi_align"]  # (the package attribute is the roi_align function)
         assert "torch._dynamo" not in sys.modules
         result = roi_align.is_compile_supported("cpu")  # the first call imports the real torch._dynamo

@@ -15,12 +15,13 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from advlayers import grid, training
-from advlayers.checkpoints import load_checkpoint
-from advlayers.models import build_model, layers
-from advlayers.recipes import get_recipe
-from advlayers.resume import PREEMPT_SIGNALS, Preempted
-from advlayers.training import (
+from advlayers.grid import vocabulary as vocab
+from advlayers.core import training
+from advlayers.core.checkpoints import load_checkpoint
+from advlayers.core.models import build_model, layers
+from advlayers.core.recipes import get_recipe
+from advlayers.core.resume import PREEMPT_SIGNALS, Preempted
+from advlayers.core.training import (
     REDRAW_SEED_OFFSET, cell_units, check_units, pretrain, redraw, retrain, retrain_cell, set_train_modes, train,
 )
 
@@ -78,7 +79,7 @@ def test_cell_units_of_module_and_layer_cells():
     assert cell_units(model, "l7-8") == ["m2.0.downsample.0", "m2.0.downsample.1"]
     # Fig. 5's layer cut-off k ('before': the first k layers) is the cell of those layers, whatever its form
     for k in range(1, len(all_layers) + 1):
-        cell = grid.cell_of_layers("resnet18", range(k))
+        cell = vocab.cell_of_layers("resnet18", range(k))
         units = check_units(model, cell_units(model, cell))  # retrain accepts them
         trained = {id(p) for u in units for p in model.get_submodule(u).parameters()}
         expected = {id(p) for layer in all_layers[:k] for n in layer.names for p in model.get_submodule(n).parameters()}
@@ -149,7 +150,7 @@ def test_retrain_cell_freezes_bit_for_bit(digits, tmp_path, monkeypatch, mode, c
     assert state.exists(), "the resume state is kept until the caller removes it"
     units = payload["meta"]["units"]
     assert units == cell_units(pretrained, cell)
-    assert payload["meta"]["retrained_modules"] == grid.cell_modules("resnet18", cell)
+    assert payload["meta"]["retrained_modules"] == vocab.cell_modules("resnet18", cell)
     model, _ = load_checkpoint(out, arch="resnet18", expect={"cell": cell, "retraining": mode})
     after = model.state_dict()
     frozen = [k for k in after if not inside(k, units)]

@@ -108,7 +108,7 @@ def test_workflow_scripts_are_thin():
 @pytest.mark.slow
 def test_end_to_end_tables_figures_and_claims(tiny_run):
     table = pd.read_parquet(tiny_run / "results" / "tables" / "cutoff.parquet")
-    from advlayers.tables import EVAL_COLUMNS, PROVENANCE_COLUMNS
+    from advlayers.report.tables import EVAL_COLUMNS, PROVENANCE_COLUMNS
 
     assert set(EVAL_COLUMNS) | {"precision", "recipe", "torch_version", "device_name"} <= set(table.columns)
     assert set(PROVENANCE_COLUMNS) <= set(table.columns)

@@ -6,24 +6,23 @@ rule reinit:
     """Each layer alone rewound to its epoch-0 values or redrawn, under each BatchNorm policy; evaluated,
     no retraining (Fig. 7)."""
     input:
-        data=lambda wc: grid.data_path(wc.dataset),
+        data=lambda wc: layout.data_path(wc.dataset),
         pretrained=rules.pretrain.output.model,
         initial=rules.pretrain.output.initial,
         library=library("reinit"),
     output:
-        "results/reinit/{dataset}/{arch}/seed{seed}/{pretraining}.parquet",
+        layout.pattern("reinit"),
     params:
-        bn_policies=lambda wc: grid.analysis(config, "reinit").get("bn_policies", list(grid.BN_POLICIES)),
-        attack=lambda wc: grid.eval_params(config, wc.dataset, "reinit"),
+        bn_policies=lambda wc: conf.with_defaults(conf.analysis(config, "reinit"), "analyses", "reinit")["bn_policies"],
+        attack=lambda wc: conf.eval_params(config, wc.dataset, "reinit"),
     log:
-        "logs/reinit/{dataset}/{arch}/seed{seed}/{pretraining}.log",
+        log_of("reinit"),
     benchmark:
-        "results/benchmarks/reinit/{dataset}/{arch}/seed{seed}/{pretraining}.tsv"
-    threads: grid.job_threads(config)
+        benchmark_of("reinit")
+    threads: conf.job_threads(config)
     resources:
-        gpu=grid.job_gpus(config),
-        # evaluations keep no resume state: a retry after a time-out gets a longer limit
-        runtime=lambda wc, attempt: grid.resources(config, wc.dataset, "reinit", "runtime", 60) * attempt,
+        gpu=conf.job_gpus(config),
+        runtime=retry_runtime("reinit", 60),
         mem_mb=resources_of("reinit", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
@@ -34,23 +33,23 @@ rule reinit:
 rule sample_features:
     """Activation vectors after m1..m4 at random positions, clean and adversarial (a cached artifact)."""
     input:
-        data=lambda wc: grid.data_path(wc.dataset),
+        data=lambda wc: layout.data_path(wc.dataset),
         pretrained=rules.pretrain.output.model,
         library=library("sample_features"),
     output:
-        "results/features/{dataset}/{arch}/seed{seed}/{pretraining}.npz",
+        layout.pattern("activations"),
     params:
-        features=lambda wc: {k: v for k, v in sorted(grid.analysis(config, "features").items())
+        features=lambda wc: {k: v for k, v in sorted(conf.analysis(config, "features").items())
                              if k not in ("methods", "embedding", "divergence", "eval")},
-        attack=lambda wc: grid.eval_params(config, wc.dataset, "features"),
+        attack=lambda wc: conf.eval_params(config, wc.dataset, "features"),
     log:
-        "logs/sample_features/{dataset}/{arch}/seed{seed}/{pretraining}.log",
+        log_of("sample_features"),
     benchmark:
-        "results/benchmarks/sample_features/{dataset}/{arch}/seed{seed}/{pretraining}.tsv"
-    threads: grid.job_threads(config)
+        benchmark_of("sample_features")
+    threads: conf.job_threads(config)
     resources:
-        gpu=grid.job_gpus(config),
-        runtime=lambda wc, attempt: grid.resources(config, wc.dataset, "sample_features", "runtime", 60) * attempt,
+        gpu=conf.job_gpus(config),
+        runtime=retry_runtime("sample_features", 60),
         mem_mb=resources_of("sample_features", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
@@ -64,15 +63,13 @@ rule embed_features:
         vectors=rules.sample_features.output[0],
         library=library("embed_features"),
     output:
-        "results/features/{dataset}/{arch}/seed{seed}/{pretraining}_{method}.parquet",
-    wildcard_constraints:
-        method="|".join(grid.EMBED_METHODS),
+        layout.pattern("embedding"),
     params:
-        embedding=lambda wc: grid.analysis(config, "features").get("embedding", {}),
+        embedding=lambda wc: conf.analysis(config, "features").get("embedding", {}),
     log:
-        "logs/embed_features/{dataset}/{arch}/seed{seed}/{pretraining}_{method}.log",
+        log_of("embed_features", f"{layout.NET_JOB}_{{method}}"),
     benchmark:
-        "results/benchmarks/embed_features/{dataset}/{arch}/seed{seed}/{pretraining}_{method}.tsv"
+        benchmark_of("embed_features", f"{layout.NET_JOB}_{{method}}")
     threads: 2
     resources:
         runtime=240,
@@ -90,12 +87,14 @@ rule feature_divergence:
         vectors=rules.sample_features.output[0],
         library=library("feature_divergence"),
     output:
-        "results/features/{dataset}/{arch}/seed{seed}/{pretraining}_divergence.parquet",
+        layout.pattern("divergence"),
     params:
-        divergence=lambda wc: grid.analysis(config, "features").get("divergence", {}),
+        divergence=lambda wc: conf.analysis(config, "features").get("divergence", {}),
     log:
-        "logs/feature_divergence/{dataset}/{arch}/seed{seed}/{pretraining}.log",
-    threads: grid.job_threads(config)
+        log_of("feature_divergence"),
+    benchmark:
+        benchmark_of("feature_divergence")
+    threads: conf.job_threads(config)
     resources:
         runtime=120,
         mem_mb=16000,

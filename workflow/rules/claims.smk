@@ -2,16 +2,18 @@ rule claims:
     """The paper's claims C1-C8, each tested from this run's tables with a 95% interval and a verdict
     (holds / fails / inconclusive / not run): results/tables/claims.parquet and results/claims.md."""
     input:
-        tables=[grid.table_path(t) for t in grid.tables(config)],
+        tables=[layout.table_path(t) for t in plan.tables(config)],
         library=library("claims"),
     output:
-        table="results/tables/claims.parquet",
-        markdown="results/claims.md",
-        html=report("results/claims.html", caption="../report/claims.rst", category="Claims"),
+        table=layout.path("claims_table"),
+        markdown=layout.path("claims"),
+        html=report(layout.path("claims_html"), caption="../report/claims.rst", category="Claims"),
     params:
         analyses=lambda wc: sorted((config.get("analyses") or {})),
     log:
-        "logs/claims.log",
+        layout.log_path("claims", "all"),
+    benchmark:
+        layout.benchmark_path("claims", "all")
     localrule: True
     conda:
         "../envs/advlayers.yaml"
@@ -23,13 +25,15 @@ rule cutoff_claims:
     """The claims of one dataset's cut-off figure (C0-C4), from that figure's table and nets only: part of the
     fig2/fig3/fig4 targets, so a figure is rebuilt with its verdicts and without the analyses' nets."""
     input:
-        table=grid.table_path("cutoff_{dataset}"),
-        outcomes=lambda wc: grid.outcome_files(config, wc.dataset, cutoff_only=True),
+        table=layout.table_path(layout.cutoff_table("{dataset}")),
+        outcomes=lambda wc: plan.outcome_files(config, wc.dataset, cutoff_only=True),
         library=library("claims"),
     output:
-        markdown="results/claims/cutoff_{dataset}.md",
+        markdown=layout.pattern("cutoff_claims"),
     log:
-        "logs/claims/cutoff_{dataset}.log",
+        layout.log_path("claims", "cutoff_{dataset}"),
+    benchmark:
+        layout.benchmark_path("claims", "cutoff_{dataset}")
     localrule: True
     conda:
         "../envs/advlayers.yaml"

@@ -3,11 +3,13 @@ rule prepare_data:
     input:
         library("prepare_data"),
     output:
-        "results/data/{dataset}.{ext}",
+        layout.pattern("data"),
     params:
-        root=lambda wc: grid.dataset_config(config, wc.dataset).get("root"),
+        root=lambda wc: conf.dataset_config(config, wc.dataset).get("root"),
     log:
-        "logs/prepare_data/{dataset}.{ext}.log",
+        layout.log_path("prepare_data", "{dataset}.{ext}"),
+    benchmark:
+        layout.benchmark_path("prepare_data", "{dataset}.{ext}")
     wildcard_constraints:
         ext="pt|json",
     resources:

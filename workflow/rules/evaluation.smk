@@ -1,27 +1,27 @@
 rule evaluate:
-    """Clean and robust accuracy (true label, random start) of a pretrained net, of every cell of a batch, or
-    (with batching) of several of them at once (grid.evaluation_units), with per-sample outcomes."""
+    """Clean and robust accuracy (true label, random start) of a pretrained net, of every cell of a retraining
+    group, or (with grouping) of several of them at once (advlayers.grid.plan.evaluation_units), with per-sample
+    outcomes."""
     input:
-        data=lambda wc: grid.data_path(wc.dataset),
-        nets=config_error(evaluated),
+        data=lambda wc: layout.data_path(wc.dataset),
+        nets=config_error(evaluated_nets),
         library=library("evaluate"),
     output:
-        records="results/evaluations/{dataset}/{arch}/seed{seed}/{net}.json",
-        outcomes="results/evaluations/{dataset}/{arch}/seed{seed}/{net}.outcomes.parquet",
+        records=layout.pattern("evaluation"),
+        outcomes=layout.pattern("outcomes"),
     wildcard_constraints:
-        net=r"(pretrain|retrain|nets)_(conventional|adversarial)(_[\w-]+)?",
+        unit=layout.PGD_UNITS,
     params:
         checkpoints=config_error(evaluated_checkpoints),
-        attack=lambda wc: grid.eval_params(config, wc.dataset),
+        attack=lambda wc: conf.eval_params(config, wc.dataset),
     log:
-        "logs/evaluate/{dataset}/{arch}/seed{seed}/{net}.log",
+        log_of("evaluate", f"{layout.NET_JOB}/{{unit}}"),
     benchmark:
-        "results/benchmarks/evaluate/{dataset}/{arch}/seed{seed}/{net}.tsv"
-    threads: grid.job_threads(config)
+        benchmark_of("evaluate", f"{layout.NET_JOB}/{{unit}}")
+    threads: conf.job_threads(config)
     resources:
-        gpu=grid.job_gpus(config),
-        # evaluations keep no resume state: a retry after a time-out gets a longer limit
-        runtime=lambda wc, attempt: grid.resources(config, wc.dataset, "evaluate", "runtime", 60) * attempt,
+        gpu=conf.job_gpus(config),
+        runtime=retry_runtime("evaluate", 60),
         mem_mb=resources_of("evaluate", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
@@ -33,25 +33,26 @@ rule evaluate_autoattack:
     """AutoAttack (beside the figures' PGD) of the pretrained net and the key cells of a setting: the
     robustness_gap table flags nets whose PGD accuracy overstates their robustness (gradient masking)."""
     input:
-        data=lambda wc: grid.data_path(wc.dataset),
-        nets=config_error(autoattack_nets),
+        data=lambda wc: layout.data_path(wc.dataset),
+        nets=config_error(evaluated_nets),
         library=library("evaluate"),
     output:
-        records="results/evaluations/{dataset}/{arch}/seed{seed}/autoattack_{pretraining}.json",
-        outcomes="results/evaluations/{dataset}/{arch}/seed{seed}/autoattack_{pretraining}.outcomes.parquet",
+        records=layout.pattern("evaluation"),
+        outcomes=layout.pattern("outcomes"),
+    wildcard_constraints:
+        unit=layout.AUTOATTACK_UNIT,
     params:
-        checkpoints=config_error(lambda wc: grid.net_checkpoints(config, setting(wc),
-                                                                 grid.autoattack_cells(config, setting(wc)))),
-        attack=lambda wc: grid.autoattack_params(config, wc.dataset),
+        checkpoints=config_error(evaluated_checkpoints),
+        attack=lambda wc: conf.autoattack_params(config, wc.dataset),
     log:
-        "logs/evaluate_autoattack/{dataset}/{arch}/seed{seed}/{pretraining}.log",
+        log_of("evaluate_autoattack", f"{layout.NET_JOB}/{{unit}}"),
     benchmark:
-        "results/benchmarks/evaluate_autoattack/{dataset}/{arch}/seed{seed}/{pretraining}.tsv"
-    threads: grid.job_threads(config)
+        benchmark_of("evaluate_autoattack", f"{layout.NET_JOB}/{{unit}}")
+    threads: conf.job_threads(config)
     resources:
-        gpu=grid.job_gpus(config),
-        runtime=lambda wc, attempt: grid.resources(config, wc.dataset, "evaluate", "runtime", 60) * attempt,
-        mem_mb=resources_of("evaluate", "mem_mb", 4000),
+        gpu=conf.job_gpus(config),
+        runtime=retry_runtime("evaluate_autoattack", 60),
+        mem_mb=resources_of("evaluate_autoattack", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
     script:

@@ -12,10 +12,12 @@ rule preflight:
         rules.all_figures.input,
         library=library("preflight"),
     output:
-        markdown="results/preflight.md",
-        throughput="results/throughput.yaml",
+        markdown=layout.path("preflight"),
+        throughput=layout.path("throughput"),
     log:
-        "logs/preflight.log",
+        layout.log_path("preflight", "all"),
+    benchmark:
+        layout.benchmark_path("preflight", "all")
     localrule: True
     conda:
         "../envs/advlayers.yaml"

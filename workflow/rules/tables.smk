@@ -1,30 +1,32 @@
 # A table whose parts, or anything they are made from, went missing (e.g. the outputs of a failed evaluation,
 # which Snakemake deletes) reruns with them instead of keeping its old numbers: its rebuild marker is rewritten
-# while the DAG is built (advlayers.verify.table_rebuild_marker explains how).
+# while the DAG is built (advlayers.grid.rebuild explains how).
 
-from advlayers import verify as consistency  # noqa: E402
+from advlayers.grid import rebuild  # noqa: E402
 
 
 rule table:
     """One result table (docs/protocol.md "Tables"): gathered from the evaluations, or stacked from the per-net parts."""
     input:
-        parts=config_error(lambda wc: consistency.table_parts(config, wc.table)),
+        parts=config_error(lambda wc: plan.table_inputs(config, wc.table)),
         # what the parts are made from: only their absence matters (it reruns the table and the missing jobs)
-        upstream=ancient(config_error(lambda wc: consistency.table_upstream(config, wc.table))),
-        rebuild=lambda wc: consistency.table_rebuild_marker(config, wc.table),
+        upstream=ancient(config_error(lambda wc: plan.table_upstream(config, wc.table))),
+        rebuild=lambda wc: rebuild.table_rebuild_marker(config, wc.table),
         library=library("table"),
     output:
-        table="results/tables/{table}.parquet",
+        table=layout.pattern("table"),
         # the report shows the table inline (the parquet file has every column)
-        html=report("results/tables/{table}.html", caption="../report/table.rst", category="Tables",
+        html=report(layout.pattern("table_html"), caption="../report/table.rst", category="Tables",
                     labels={"table": "{table}"}),
     wildcard_constraints:
-        table=grid.table_pattern(config),
+        table=layout.table_names_pattern(config["datasets"]),
     params:
-        coordinates=lambda wc: grid.table_coordinates(config, wc.table)
-        if grid.table_kind(wc.table) in ("cutoff", "layer_cutoff", "module_subsets") else [],
+        coordinates=lambda wc: plan.table_coordinates(config, wc.table)
+        if layout.table_kind(wc.table) in plan.COORDINATE_TABLES else [],
     log:
-        "logs/table/{table}.log",
+        layout.log_path("table", "{table}"),
+    benchmark:
+        layout.benchmark_path("table", "{table}")
     localrule: True
     conda:
         "../envs/advlayers.yaml"
@@ -35,11 +37,11 @@ rule table:
 rule table_rebuild_marker:
     """A table's rebuild marker, empty (a run that must rebuild the table rewrites it while building the DAG)."""
     output:
-        "results/.rebuild/{table}.txt",
+        layout.pattern("rebuild_marker"),
     wildcard_constraints:
-        table=grid.table_pattern(config),
+        table=layout.table_names_pattern(config["datasets"]),
     log:
-        "logs/table_rebuild_marker/{table}.log",
+        layout.log_path("table_rebuild_marker", "{table}"),
     localrule: True
     conda:
         "../envs/advlayers.yaml"

@@ -1,28 +1,28 @@
 # Training resume state lives in results/.state, outside the outputs: Snakemake deletes the outputs of a
-# failed job, and a resubmitted job continues from the last finished epoch (and a batch from its last cell).
+# failed job, and a resubmitted job continues from the last finished epoch (and a group from its last cell).
 
 
 rule pretrain:
     """Train a fresh net on the whole training set, conventionally or adversarially."""
     input:
-        data=lambda wc: grid.data_path(wc.dataset),
+        data=lambda wc: layout.data_path(wc.dataset),
         library=library("pretrain"),
     output:
-        model="results/checkpoints/{dataset}/{arch}/seed{seed}/pretrain_{pretraining}.pt",
+        model=layout.pattern("pretrained"),
         # the epoch-0 weights: Fig. 7's rewind source
-        initial="results/checkpoints/{dataset}/{arch}/seed{seed}/init_{pretraining}.pt",
+        initial=layout.pattern("initial"),
     params:
-        recipe=lambda wc: grid.recipe_params(config, wc.dataset),
-        width=lambda wc: grid.width(config, wc.dataset),
-        state=lambda wc: f"{state_dir(wc)}/pretrain_{wc.pretraining}.pt",
+        recipe=lambda wc: conf.recipe_params(config, wc.dataset),
+        width=lambda wc: conf.width(config, wc.dataset),
+        state=lambda wc: layout.pretrain_state(setting(wc)),
     log:
-        "logs/pretrain/{dataset}/{arch}/seed{seed}/{pretraining}.log",
+        log_of("pretrain"),
     benchmark:
-        "results/benchmarks/pretrain/{dataset}/{arch}/seed{seed}/{pretraining}.tsv"
-    threads: grid.job_threads(config)
+        benchmark_of("pretrain")
+    threads: conf.job_threads(config)
     resources:
-        # gpu > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (workflow/scripts/pretrain.py)
-        gpu=lambda wc: grid.resources(config, wc.dataset, "pretrain", "gpu", grid.job_gpus(config)),
+        # gpu > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (advlayers.jobs.pretrain)
+        gpu=lambda wc: conf.resources(config, wc.dataset, "pretrain", "gpu", conf.job_gpus(config)),
         runtime=resources_of("pretrain", "runtime", 60),
         mem_mb=resources_of("pretrain", "mem_mb", 4000),
     conda:
@@ -33,26 +33,24 @@ rule pretrain:
 
 rule retrain:
     """Re-initialise each cell's layers (a fresh draw) and retrain only them, in the opposite mode; one
-    checkpoint per cell of the batch (one cell per job unless config `batching` groups them)."""
+    checkpoint per cell of the group (one cell per job unless config `grouping` groups them)."""
     input:
-        data=lambda wc: grid.data_path(wc.dataset),
+        data=lambda wc: layout.data_path(wc.dataset),
         pretrained=rules.pretrain.output.model,
         library=library("retrain"),
     output:
-        directory("results/checkpoints/{dataset}/{arch}/seed{seed}/retrain_{pretraining}_{batch}"),
+        directory(layout.pattern("group")),
     params:
-        cells=config_error(lambda wc: BATCHES[setting(wc)][wc.batch]),
-        recipe=lambda wc: grid.recipe_params(config, wc.dataset, retrain=True),
-        mode=lambda wc: grid.opposite(wc.pretraining),
-        width=lambda wc: grid.width(config, wc.dataset),
-        state=state_dir,
+        cells=config_error(lambda wc: plan.group_cells(config, setting(wc), wc.group)),
+        recipe=lambda wc: conf.recipe_params(config, wc.dataset, retrain=True),
+        width=lambda wc: conf.width(config, wc.dataset),
     log:
-        "logs/retrain/{dataset}/{arch}/seed{seed}/{pretraining}_{batch}.log",
+        log_of("retrain", f"{layout.NET_JOB}_then_{{retraining}}/{{group}}"),
     benchmark:
-        "results/benchmarks/retrain/{dataset}/{arch}/seed{seed}/{pretraining}_{batch}.tsv"
-    threads: grid.job_threads(config)
+        benchmark_of("retrain", f"{layout.NET_JOB}_then_{{retraining}}/{{group}}")
+    threads: conf.job_threads(config)
     resources:
-        gpu=grid.job_gpus(config),
+        gpu=conf.job_gpus(config),
         runtime=resources_of("retrain", "runtime", 60),
         mem_mb=resources_of("retrain", "mem_mb", 4000),
     conda:

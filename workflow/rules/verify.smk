@@ -1,5 +1,5 @@
 # `snakemake verify`: re-hash every artifact under results/ and check it against the files it was made from
-# (`advlayers verify`, src/advlayers/verify.py). Runs every time it is asked for (it has no output); fails
+# (`advlayers verify`, src/advlayers/tools/verify.py). Runs every time it is asked for (it has no output); fails
 # when there are problems, printing each with the command that rebuilds it and everything made from it.
 
 
@@ -11,7 +11,7 @@ rule verify:
         configfiles=[str(c) if os.path.relpath(c).startswith("..") else os.path.relpath(c)
                      for c in workflow.overwrite_configfiles],
     log:
-        "logs/verify.log",
+        layout.log_path("verify", "all"),
     localrule: True
     conda:
         "../envs/advlayers.yaml"

@@ -4,7 +4,7 @@ log = setup(snakemake)  # noqa: F821 (injected by Snakemake)
 
 import pandas as pd
 
-from advlayers.figures import FIGURES, save_figure
+from advlayers.report.figures import FIGURES, save_figure
 
 # info (workflow/rules/figures.smk): kind, dataset, arch(s), width, attack, recipe / analysis, ... of the config
 # that ran. parts: the figure's table, or (features_<method>) the embedding of every pretrained net.

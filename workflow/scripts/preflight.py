@@ -3,7 +3,7 @@ from _common import setup
 log = setup(snakemake)  # noqa: F821 (injected by Snakemake)
 
 from advlayers.io import atomic_write
-from advlayers.preflight import checklist, throughput_yaml
+from advlayers.tools.preflight import checklist, throughput_yaml
 
 markdown, throughput, ok = checklist(snakemake.config)
 atomic_write(snakemake.output.throughput, throughput_yaml(throughput))

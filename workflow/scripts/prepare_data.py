@@ -2,7 +2,7 @@ from _common import setup
 
 log = setup(snakemake)  # noqa: F821 (injected by Snakemake)
 
-from advlayers.datasets import prepare_dataset
+from advlayers.core.datasets import prepare_dataset
 
 summary = prepare_dataset(snakemake.wildcards.dataset, snakemake.params.root, snakemake.output[0])
 log.info("prepared %s", summary)

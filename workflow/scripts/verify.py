@@ -4,7 +4,7 @@ from _common import setup
 
 log = setup(snakemake)  # noqa: F821 (injected by Snakemake)
 
-from advlayers.verify import Verifier, report
+from advlayers.tools.verify import Verifier, report
 
 n, problems = Verifier(".").run()
 lines = report(n, problems, snakemake.params.configfiles)  # noqa: F821

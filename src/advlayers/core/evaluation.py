@@ -1,0 +1,115 @@
+"""Clean and robust accuracy (paper: PGD-200, one restart, true label) as one flat record, with the
+per-sample outcomes that let any two nets be compared on the same test images.
+
+`attack` is an `attacks.AttackSpec` (PGD / FGSM-RS) or any object with the same small protocol
+(`name`, `as_dict()`, `robust_correct(model, x, y, generator=...)`), e.g. `autoattack.AutoAttackSpec`;
+`attack_from_settings` makes one from a config's evaluation settings.
+`split` is an advlayers split (seeded subsets, test indices known) or a plain iterable of (x, y) batches such as
+a torch DataLoader (indices are positions in iteration order).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..checks import check_int
+from ..stats import wilson
+from .attacks import AttackSpec
+
+
+def attack_from_settings(settings: dict):
+    """The attack object of a config's evaluation settings (`grid.conf.eval_params`): `attack: pgd` ->
+    `attacks.AttackSpec` (eps, step_size, steps, restarts; random start), `attack: autoattack` ->
+    `autoattack.AutoAttackSpec` (eps, version). The one place settings become an attack."""
+    kind = settings.get("attack", "pgd")
+    if kind == "autoattack":
+        from .autoattack import AutoAttackSpec
+
+        return AutoAttackSpec(settings["eps"], version=settings.get("version", "standard"))
+    if kind != "pgd":
+        raise ValueError(f"unknown evaluation attack {kind!r}; valid choices: pgd, autoattack")
+    return AttackSpec(settings["eps"], settings["step_size"], settings["steps"], random_start=True,
+                      restarts=settings.get("restarts", 1))
+
+
+def _batches(split, n, seed, batch_size, device):
+    """(x, y, test_index) batches of the first `n` samples of a seeded subset (advlayers split) or of an
+    iterable of (x, y) batches."""
+    if hasattr(split, "subset") and hasattr(split, "batches"):
+        if n is not None:
+            split = split.subset(n, seed=seed)
+        index = split.index if getattr(split, "index", None) is not None else torch.arange(len(split))
+        start = 0
+        for x, y in split.batches(batch_size, shuffle=False, augment=False, device=device):
+            yield x, y, index[start:start + len(y)]
+            start += len(y)
+        return
+    seen = 0
+    for x, y in split:
+        if n is not None and seen >= n:
+            return
+        take = len(y) if n is None else min(len(y), n - seen)
+        yield x[:take].to(device), y[:take].to(device), torch.arange(seen, seen + take)
+        seen += take
+
+
+def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch_size: int = 256,
+             count: str = "any", device="cpu", progress: bool = True, outcomes: bool = False,
+             labels: dict | None = None, **more_labels) -> dict:
+    """Clean and robust accuracy of `model` on `split` (or a seeded subset of `n` samples).
+
+    `seed` draws the test subset and the attack's random start (recorded as eval_seed); `labels` (a dict, which
+    may hold a training `seed`) and keyword labels are copied into the record.
+
+    Returns a flat record with every setting that produced it: the labels given (dataset, arch, ...), the
+    attack's settings and name, count, n_eval, eval_seed, clean_acc and robust_acc with their 95% Wilson
+    intervals (`*_lo`, `*_hi`), seconds. With `outcomes=True` the record also has "outcomes": {"test_index",
+    "clean_correct", "robust_correct"} arrays, one entry per evaluated sample.
+    """
+    if n is not None:
+        check_int("n (test images to evaluate)", n, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    index_parts, clean_parts, robust_parts = [], [], []
+    t0 = time.perf_counter()
+    name = attack.name
+    with tqdm(total=n, desc=f"{name} eval", disable=not progress, leave=False) as bar:
+        for x, y, index in _batches(split, n, seed, batch_size, device):
+            if isinstance(attack, AttackSpec):
+                clean, robust = attack.robust_correct(model, x, y, count=count, generator=generator)
+            else:
+                clean, robust = attack.robust_correct(model, x, y, generator=generator)
+            index_parts.append(index.cpu())
+            clean_parts.append(clean.cpu())
+            robust_parts.append(robust.cpu())
+            bar.update(len(y))
+    if not index_parts:
+        raise ValueError("nothing to evaluate: the split is empty")
+    clean, robust = torch.cat(clean_parts).numpy(), torch.cat(robust_parts).numpy()
+    seen = len(clean)
+    k_clean, k_robust = int(clean.sum()), int(robust.sum())
+    record = {
+        **(labels or {}), **more_labels,
+        "attack": name,
+        **attack.as_dict(),
+        "count": count,
+        "n_eval": seen,
+        "eval_seed": seed,
+        "clean_acc": k_clean / seen,
+        "clean_acc_lo": wilson(k_clean, seen)[0],
+        "clean_acc_hi": wilson(k_clean, seen)[1],
+        "robust_acc": k_robust / seen,
+        "robust_acc_lo": wilson(k_robust, seen)[0],
+        "robust_acc_hi": wilson(k_robust, seen)[1],
+        "seconds": time.perf_counter() - t0,
+    }
+    if outcomes:
+        record["outcomes"] = {"test_index": torch.cat(index_parts).numpy().astype(np.int64),
+                              "clean_correct": clean.astype(bool), "robust_correct": robust.astype(bool)}
+    return record

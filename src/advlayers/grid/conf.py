@@ -1,0 +1,142 @@
+"""Reading a workflow config, with the schema's defaults (loading and checking it: `grid.validate`).
+
+`config.schema.yaml` beside this module is the one source of the config's keys, types and defaults: Snakemake
+validates with it (workflow/rules/common.smk), `validate.load` does the same for the command-line tools, and the
+accessors below fall back to the defaults read from it (`default`) when a hand-made config leaves a key out.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+from .vocabulary import PRETRAININGS, ConfigError
+
+SCHEMA = Path(__file__).with_name("config.schema.yaml")
+
+
+# --------------------------------------------------------------------------- the schema and its defaults
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict:
+    import yaml
+
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _resolve(node: dict) -> dict:
+    while "$ref" in node:
+        node = schema()["definitions"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(path: tuple[str, ...]) -> dict:
+    node = schema()
+    for key in path:
+        node = _resolve(node)
+        node = node.get("properties", {}).get(key) or _resolve(node.get("additionalProperties") or {})
+        if "allOf" in node:
+            node = _resolve(node["allOf"][0])
+    node = _resolve(node)
+    return {k: v["default"] for k, v in node.get("properties", {}).items() if "default" in v}
+
+
+def default(*path: str):
+    """The schema's default of a key, e.g. default('seeds'), default('datasets', '*', 'eval', 'n')."""
+    *parents, key = path
+    found = _defaults(tuple(parents))
+    if key not in found:
+        raise KeyError(f"config key {'.'.join(path)} has no default in {SCHEMA.name}")
+    return copy.deepcopy(found[key])
+
+
+def with_defaults(section: dict | None, *path: str) -> dict:
+    """A config section with the schema's defaults for the keys it leaves out."""
+    return {**copy.deepcopy(_defaults(tuple(path))), **(section or {})}
+
+
+# --------------------------------------------------------------------------- reading a config
+
+
+def seeds(config: dict) -> list[int]:
+    return list(config.get("seeds") or default("seeds"))
+
+
+def dataset_config(config: dict, dataset: str) -> dict:
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"dataset {dataset!r} is not configured; configured: {', '.join(config['datasets'])}")
+    return config["datasets"][dataset]
+
+
+def analysis(config: dict, name: str) -> dict | None:
+    """An analysis's config section, or None when the config does not run it."""
+    return (config.get("analyses") or {}).get(name)
+
+
+def analysis_pretrainings(config: dict, name: str) -> list[str]:
+    cfg = analysis(config, name) or {}
+    return list(cfg.get("pretrainings") or PRETRAININGS)
+
+
+def width(config: dict, dataset: str) -> float:
+    return float(with_defaults(dataset_config(config, dataset), "datasets", "*")["width"])
+
+
+def grouping(config: dict) -> dict:
+    """How retraining cells are grouped into jobs (config `grouping`, defaults filled in)."""
+    return with_defaults(config.get("grouping"), "grouping")
+
+
+def recipe_params(config: dict, dataset: str, retrain: bool = False) -> dict:
+    """Preset name and overrides (passed to jobs as params: a changed value reruns the jobs that use it)."""
+    cfg = dataset_config(config, dataset)
+    overrides = dict(cfg.get("recipe_overrides") or {})
+    if retrain:
+        overrides.update(cfg.get("retrain_overrides") or {})
+    return {"name": cfg["recipe"], "overrides": dict(sorted(overrides.items()))}
+
+
+def eval_params(config: dict, dataset: str, analysis_name: str | None = None) -> dict:
+    """The dataset's evaluation settings, with an analysis's own `eval` overrides (reinit, features) on top;
+    every key the schema has a default for is present."""
+    cfg = with_defaults(dataset_config(config, dataset)["eval"], "datasets", "*", "eval")
+    if analysis_name is not None:
+        cfg.update((analysis(config, analysis_name) or {}).get("eval") or {})
+    return dict(sorted(cfg.items()))
+
+
+def autoattack_config(config: dict, dataset: str) -> dict | None:
+    """A dataset's AutoAttack evaluation (config `datasets.<name>.autoattack`), or None."""
+    return dataset_config(config, dataset).get("autoattack")
+
+
+def autoattack_params(config: dict, dataset: str) -> dict:
+    """The AutoAttack evaluation's settings: eps from the dataset's `eval`, n/seed/version from `autoattack`."""
+    aa = with_defaults(autoattack_config(config, dataset), "datasets", "*", "autoattack")
+    ev = eval_params(config, dataset)
+    return {"attack": "autoattack", "eps": ev["eps"], "version": aa["version"], "n": aa.get("n", ev["n"]),
+            "seed": aa.get("seed", ev["seed"]), "batch_size": ev["batch_size"]}
+
+
+# Which config `resources` section a rule's jobs read (datasets.<name>.resources.<section>).
+RESOURCE_SECTION = {"pretrain": "pretrain", "retrain": "retrain", "evaluate": "evaluate", "reinit": "evaluate",
+                    "sample_features": "evaluate", "evaluate_autoattack": "evaluate"}
+
+
+def resources(config: dict, dataset: str, rule: str, key: str, default_value):
+    """A job resource (runtime, mem_mb, gpu) of a rule's jobs on a dataset."""
+    section = RESOURCE_SECTION.get(rule, rule)
+    return ((dataset_config(config, dataset).get("resources") or {}).get(section) or {}).get(key, default_value)
+
+
+def job_threads(config: dict) -> int:
+    return int(with_defaults(config.get("resources"), "resources")["threads"])
+
+
+def job_gpus(config: dict) -> int:
+    return int(with_defaults(config.get("resources"), "resources")["gpu"])
+
+

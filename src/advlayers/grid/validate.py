@@ -1,0 +1,163 @@
+"""A workflow config loaded and checked before any job: the schema (types, unknown keys, defaults), then what a
+JSON schema cannot say (names, cross-references, the dataset folders). Every problem is one ConfigError line.
+
+    config = validate.load("config/paper.yaml")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import conf, plan
+from .conf import analysis, eval_params
+from .vocabulary import (
+    ARCHS,
+    DATASETS,
+    DIRECTIONS,
+    EMBEDDED_DATASETS,
+    LAYER_COUNTS,
+    PRETRAINED,
+    RECIPES,
+    ConfigError,
+    mask_modules,
+)
+
+
+def apply_schema(config: dict) -> dict:
+    """Validate `config` against the schema and fill in its defaults (in place, as Snakemake's `validate`
+    does); a violation is one ConfigError line naming the key and what is allowed."""
+    import jsonschema
+
+    def fill(validator, properties, instance, node):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = sub["default"]
+        yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, node)
+
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": fill})(conf.schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "the config"
+        raise ConfigError(f"config error: {where}: {error.message}")
+    return config
+
+
+def load(path, *, roots: bool = True) -> dict:
+    """A config file: YAML, the schema (defaults filled in) and `check` (dataset folders too unless
+    `roots=False`). Every problem is one ConfigError line."""
+    import yaml
+
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file {path} does not hold a mapping of config keys")
+    apply_schema(config)
+    check(config, root_exists=check_root if roots else None)
+    return config
+
+
+# --------------------------------------------------------------------------- checks beyond the schema
+
+
+def _invalid(key, value, valid):
+    raise ConfigError(f"config error: {key} = {value!r} is not valid; valid choices: {', '.join(map(str, valid))}")
+
+
+def check(config: dict, root_exists=None) -> None:
+    """Cross-references the JSON schema cannot express; raises ConfigError naming the key and the valid choices.
+
+    `root_exists(dataset, root)`: a check of a dataset folder (`check_root`), run before any job."""
+    for ds, dcfg in config["datasets"].items():
+        if ds not in DATASETS:
+            _invalid("datasets", ds, DATASETS)
+        for arch in dcfg["archs"]:
+            if arch not in ARCHS:
+                _invalid(f"datasets.{ds}.archs", arch, ARCHS)
+        if dcfg["recipe"] not in RECIPES:
+            _invalid(f"datasets.{ds}.recipe", dcfg["recipe"], RECIPES)
+        if root_exists is not None and ds not in EMBEDDED_DATASETS:
+            root_exists(ds, dcfg.get("root"))
+    for ds in config["datasets"]:
+        for name in (None, "reinit", "features"):
+            ev = eval_params(config, ds, name)
+            missing = [k for k in ("step_size", "steps") if ev["attack"] == "pgd" and k not in ev]
+            if missing:
+                where = f"datasets.{ds}.eval" if name is None else f"analyses.{name}.eval (over datasets.{ds}.eval)"
+                _invalid(where, ev, [f"a pgd evaluation needs {' and '.join(missing)}"])
+    for direction in DIRECTIONS:
+        if not config["cutoffs"].get(direction):
+            _invalid(f"cutoffs.{direction}", config["cutoffs"].get(direction), ["a non-empty list of cut-offs 0..6"])
+    for fig, ds in (config.get("figures") or {}).items():
+        if ds not in config["datasets"]:
+            _invalid(f"figures.{fig}", ds, list(config["datasets"]))
+    for name in ("layer_cutoff", "module_subsets", "features"):
+        a = analysis(config, name)
+        if a and a["dataset"] not in config["datasets"]:
+            _invalid(f"analyses.{name}.dataset", a["dataset"], list(config["datasets"]))
+        if a and a["arch"] not in config["datasets"][a["dataset"]]["archs"]:
+            _invalid(f"analyses.{name}.arch", a["arch"], config["datasets"][a["dataset"]]["archs"])
+    a = analysis(config, "reinit")
+    for ds in (a or {}).get("datasets", []):
+        if ds not in config["datasets"]:
+            _invalid("analyses.reinit.datasets", ds, list(config["datasets"]))
+        if a["arch"] not in config["datasets"][ds]["archs"]:
+            _invalid("analyses.reinit.arch", a["arch"], config["datasets"][ds]["archs"])
+    a = analysis(config, "layer_cutoff")
+    if a:
+        n = LAYER_COUNTS[a["arch"]]
+        for k in a["cutoffs"]:
+            if not 0 <= k <= n:
+                _invalid("analyses.layer_cutoff.cutoffs", k, [f"0..{n} ({a['arch']} has {n} layers)"])
+    for mask in (analysis(config, "module_subsets") or {}).get("subsets") or []:
+        mask_modules(mask)
+    for ds, dcfg in config["datasets"].items():
+        found = {c for s, cs in plan.cells(config).items() if s.dataset == ds for c in cs}
+        for cell in (dcfg.get("autoattack") or {}).get("cells", []):
+            if cell != PRETRAINED and cell not in found:
+                _invalid(f"datasets.{ds}.autoattack.cells", cell, [PRETRAINED, *sorted(found)])
+
+
+# --------------------------------------------------------------------------- dataset folders (checked before any job)
+
+CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+LAYOUTS = {
+    "cifar10": f"<root>/{CIFAR_DIR}/ with data_batch_1..5, test_batch, batches.meta (torchvision's CIFAR10 layout)",
+    "imagenette": "an imagenette2*.tgz archive, its extracted folder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) "
+    "or that folder's parent (imagenette2-320 or full size: the paper trains at 224 px)",
+    "imagenet": "<root>/train/<class>/* and <root>/val/<class>/* (ImageFolder layout, val sorted into classes)",
+}
+
+
+def check_root(dataset: str, root) -> None:
+    """One-line ConfigError unless `root` looks like `dataset`'s download (a cheap look at the layout; the
+    data job verifies the files themselves). The workflow cannot download: the message says what to put there."""
+    key = f"datasets.{dataset}.root"
+    if root is None:
+        raise ConfigError(f"config error: {key} is not set; point it at {LAYOUTS[dataset]}")
+    path = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.exists(path):
+        raise ConfigError(f"config error: {key} = {root!r} does not exist; expected {LAYOUTS[dataset]}")
+    if dataset == "cifar10":
+        folder = path if os.path.isfile(os.path.join(path, "batches.meta")) else os.path.join(path, CIFAR_DIR)
+        missing = [f for f in CIFAR_FILES if not os.path.isfile(os.path.join(folder, f))]
+        if missing:
+            raise ConfigError(f"config error: {key} = {root!r} lacks {', '.join(missing)}; expected {LAYOUTS[dataset]}")
+    elif dataset == "imagenette":
+        if os.path.isfile(path):
+            return
+        entries = os.listdir(path)
+        if not ({"train", "val"} <= set(entries) or any(e.startswith("imagenette2") for e in entries)):
+            raise ConfigError(f"config error: {key} = {root!r} holds neither train/ and val/ nor an imagenette2* "
+                              f"folder or archive; expected {LAYOUTS[dataset]}")
+    elif dataset == "imagenet":
+        missing = [s for s in ("train", "val") if not os.path.isdir(os.path.join(path, s))]
+        if missing:
+            raise ConfigError(f"config error: {key} = {root!r} lacks {'/ and '.join(missing)}/; expected "
+                              f"{LAYOUTS[dataset]}")

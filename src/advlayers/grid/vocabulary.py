@@ -1,0 +1,222 @@
+"""The grid's vocabulary: the names of the protocol and the cells they make (standard library only).
+
+docs/protocol.md's glossary uses the same words:
+
+pretraining   how a net was first trained: "conventional" or "adversarial".
+retraining    how the retrained layers are trained: always the opposite of the pretraining (paper §3).
+mode          what one `core.training.train` call does: "conventional" or "adversarial" (pretraining and
+              retraining are modes of the two stages).
+module        m0..m5, the six parts a net is cut into at its downsampling layers (`core.models`).
+layer         a conv/linear layer with the BatchNorm after it; ResNet-18 has 21 (`MODULE_LAYERS`).
+cell          one retrained net: the set of layers re-initialised and retrained, the rest frozen. Written
+              canonically as a module mask "m110000" (m0 and m1) when it is a union of whole modules, else
+              as a layer range "l0-7" (layers 0..6). The cut-off experiment's 'before 2', the layer cut-off 5
+              and the module subset 110000 are all the cell "m110000": computed once, used by every figure.
+cut-off       (Fig. 2-4) 'before c' retrains m0..m(c-1), 'after c' retrains m(c)..m5.
+layer cut-off (Fig. 5) 'before k' retrains the first k layers.
+module subset (Fig. 6) any set of modules, a 6-character mask (character i = m_i retrained).
+rewind/redraw (Fig. 7) one layer set back to its epoch-0 values / to a fresh random draw; no retraining.
+              (Retraining always starts its layers from a fresh draw.)
+seed          the training seed (config `seeds`); each seed has its own checkpoints and table rows.
+setting       one pretrained net and everything made from it: (dataset, arch, seed, pretraining).
+group         the cells one retraining job trains (config `grouping`): one cell per job on a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRETRAININGS = ("conventional", "adversarial")
+DIRECTIONS = ("before", "after")
+NUM_MODULES = 6
+MODULE_NAMES = tuple(f"m{i}" for i in range(NUM_MODULES))
+DATASETS = ("mnist5k", "digits", "cifar10", "imagenette", "imagenet")
+FOLDER_DATASETS = ("imagenette", "imagenet")  # streamed image folders; the others are held in memory
+EMBEDDED_DATASETS = ("mnist5k", "digits")  # shipped inside installed packages: no root, no download
+# Layers (conv/linear + BatchNorm, `core.models.layers`) in each module m0..m5, per arch; the counts are
+# checked against the built models by tests/test_grid.py.
+MODULE_LAYERS = {
+    "resnet18": (1, 4, 5, 5, 5, 1),
+    "resnet50": (1, 10, 13, 19, 10, 1),
+    "vgg11_bn": (1, 1, 2, 2, 2, 3),
+    "vgg16_bn": (2, 2, 3, 3, 3, 3),
+}
+ARCHS = tuple(MODULE_LAYERS)
+LAYER_COUNTS = {arch: sum(counts) for arch, counts in MODULE_LAYERS.items()}
+ANALYSES = ("layer_cutoff", "module_subsets", "reinit", "features")
+REINIT_OPERATIONS = ("rewind", "redraw")
+REDRAW_SEED_OFFSET = 1_000_000  # fresh draws (retraining, Fig. 7 redraw) use seed + this: not pretraining's stream
+BN_POLICIES = ("reset", "keep_stats")
+EMBED_METHODS = ("tsne", "umap", "trimap")
+RECIPES = ("cifar10", "imagenette", "imagenet", "mnist5k-demo")  # `core.recipes.PRESETS` (checked there)
+PRETRAINED = "pretrained"  # the cell id of a pretrained net itself (nothing retrained)
+
+
+class ConfigError(ValueError):
+    """A config (or argument) that names something the grid does not know; the message is one line."""
+
+
+def check(name: str, value, valid):
+    """`value` if it is one of `valid`, else a one-line ConfigError naming the valid choices."""
+    if value not in valid:
+        raise ConfigError(f"{name} = {value!r} is not valid; valid choices: {', '.join(map(str, valid))}")
+    return value
+
+
+def opposite(pretraining: str) -> str:
+    """The retraining mode of a setting: the opposite of its pretraining (paper §3)."""
+    check("pretraining", pretraining, PRETRAININGS)
+    return "adversarial" if pretraining == "conventional" else "conventional"
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """Where cells live: one pretrained net (dataset, arch, seed, pretraining)."""
+
+    dataset: str
+    arch: str
+    seed: int
+    pretraining: str
+
+    @property
+    def retraining(self) -> str:
+        return opposite(self.pretraining)
+
+    def identity(self) -> dict:
+        """The fields an artifact of this setting records about itself (checked by its consumers)."""
+        return {"dataset": self.dataset, "arch": self.arch, "seed": self.seed, "pretraining": self.pretraining}
+
+
+# --------------------------------------------------------------------------- cells
+
+MASK_CHARS = frozenset("01")
+
+
+def module_mask(modules) -> str:
+    """('m0', 'm2') -> '101000' (character i = '1' iff m_i is in the set)."""
+    unknown = sorted(set(modules) - set(MODULE_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown module(s) {unknown}; valid: {', '.join(MODULE_NAMES)}")
+    return "".join("1" if m in modules else "0" for m in MODULE_NAMES)
+
+
+def mask_modules(mask: str) -> tuple[str, ...]:
+    """'101000' -> ('m0', 'm2')."""
+    if not (isinstance(mask, str) and len(mask) == NUM_MODULES and set(mask) <= MASK_CHARS):
+        raise ConfigError(f"a module subset is {NUM_MODULES} characters of 0/1 (e.g. '101000'), got {mask!r}")
+    return tuple(m for m, bit in zip(MODULE_NAMES, mask) if bit == "1")
+
+
+def as_mask(value) -> str:
+    """A module subset given as a mask ('101000'), a mask whose leading zeros a CSV reader dropped (1000), a
+    'm0,m2' / 'm0+m2' string, '' / 'none', or a sequence of module names -> its mask."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value).zfill(NUM_MODULES)
+    if isinstance(value, str):
+        if len(value) == NUM_MODULES and set(value) <= MASK_CHARS:
+            return value
+        value = [n for n in value.replace("+", ",").replace(" ", ",").split(",") if n and n != "none"]
+    return module_mask([str(n).strip() for n in value])
+
+
+def all_subsets() -> list[str]:
+    """The 64 module masks, '000000' (nothing retrained) first."""
+    return ["".join("1" if mask >> i & 1 else "0" for i in range(NUM_MODULES)) for mask in range(2**NUM_MODULES)]
+
+
+def cutoff_mask(cutoff: int, direction: str) -> str:
+    """Cut-off c: 'before' retrains m0..m(c-1), 'after' m(c)..m5 (c in 0..6)."""
+    check("direction", direction, DIRECTIONS)
+    if not (isinstance(cutoff, int) and not isinstance(cutoff, bool) and 0 <= cutoff <= NUM_MODULES):
+        raise ConfigError(f"cut-off must be an integer in 0..{NUM_MODULES}, got {cutoff!r}")
+    before = "1" * cutoff + "0" * (NUM_MODULES - cutoff)
+    return before if direction == "before" else "".join("1" if b == "0" else "0" for b in before)
+
+
+def module_spans(arch: str) -> list[range]:
+    """The layer indices of each module m0..m5."""
+    check("arch", arch, ARCHS)
+    spans, start = [], 0
+    for count in MODULE_LAYERS[arch]:
+        spans.append(range(start, start + count))
+        start += count
+    return spans
+
+
+def layer_range(arch: str, k: int, direction: str = "before") -> range:
+    """Layer cut-off k: 'before' = layers 0..k-1, 'after' = layers k..L-1."""
+    check("direction", direction, DIRECTIONS)
+    n = LAYER_COUNTS[check("arch", arch, ARCHS)]
+    if not (isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= n):
+        raise ConfigError(f"layer cut-off must be an integer in 0..{n} ({arch} has {n} layers), got {k!r}")
+    return range(0, k) if direction == "before" else range(k, n)
+
+
+def cell_of_layers(arch: str, layers) -> str | None:
+    """The canonical cell id of a set of retrained layers (None for the empty set, i.e. the pretrained net)."""
+    layers = sorted(set(layers))
+    if not layers:
+        return None
+    spans = module_spans(arch)
+    covered = [m for m, span in enumerate(spans) if set(span) <= set(layers)]
+    if sorted(i for m in covered for i in spans[m]) == layers:
+        return "m" + "".join("1" if m in covered else "0" for m in range(NUM_MODULES))
+    if layers != list(range(layers[0], layers[-1] + 1)):
+        raise ConfigError(f"layers {layers} are neither whole modules nor one contiguous range")
+    return f"l{layers[0]}-{layers[-1] + 1}"
+
+
+def cell_of_mask(mask: str) -> str | None:
+    """The cell of a module subset (None for '000000', the pretrained net)."""
+    return "m" + mask if mask_modules(mask) else None
+
+
+def is_module_cell(cell: str) -> bool:
+    """Whether a cell id is a module mask ('m110000'), not a layer range ('l0-7')."""
+    return cell.startswith("m")
+
+
+def cell_mask(cell: str) -> str:
+    """The module mask of a module cell: 'm110000' -> '110000'."""
+    if not is_module_cell(cell):
+        raise ConfigError(f"cell {cell!r} is a layer range, not a module mask")
+    mask_modules(cell[1:])
+    return cell[1:]
+
+
+def cell_layers(arch: str, cell: str) -> list[int]:
+    """Layer indices a cell retrains."""
+    spans = module_spans(arch)
+    if is_module_cell(cell):
+        return [i for m in mask_modules(cell_mask(cell)) for i in spans[int(m[1:])]]
+    try:
+        start, stop = (int(v) for v in cell[1:].split("-"))
+    except ValueError:
+        raise ConfigError(f"a cell is 'm' + 6 bits or 'l<start>-<stop>', got {cell!r}") from None
+    if not (cell.startswith("l") and 0 <= start < stop <= LAYER_COUNTS[arch]):
+        raise ConfigError(f"cell {cell!r} is not a layer range of {arch} (0..{LAYER_COUNTS[arch]})")
+    return list(range(start, stop))
+
+
+def cell_modules(arch: str, cell: str) -> list[str]:
+    """The modules a cell retrains (wholly or in part), in order."""
+    spans = module_spans(arch)
+    chosen = set(cell_layers(arch, cell))
+    return [MODULE_NAMES[m] for m, span in enumerate(spans) if chosen & set(span)]
+
+
+def describe_cell(arch: str, cell: str) -> str:
+    """'m0-m1' / 'm0+m2' for module cells, 'layers 0-6' for a layer range (figure labels)."""
+    if is_module_cell(cell):
+        modules = mask_modules(cell_mask(cell))
+        idx = [int(m[1:]) for m in modules]
+        if idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 1:
+            return f"m{idx[0]}-m{idx[-1]}"
+        return "+".join(modules)
+    layers = cell_layers(arch, cell)
+    return f"layers {layers[0]}-{layers[-1]}"
+
+
+def cell_order(cell: str):
+    """Module cells first, then layer ranges; each in id order."""
+    return (not is_module_cell(cell), cell)

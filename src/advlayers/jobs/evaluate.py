@@ -1,0 +1,74 @@
+"""The evaluation job (rules `evaluate`, `evaluate_autoattack`): evaluate saved nets on the same test images.
+
+Reads self-describing checkpoints, checks that each is the net it was asked for (and was trained on this
+data), and writes the records (accuracies with Wilson intervals, the attack's settings, provenance) and the
+per-sample outcomes that let any two nets be compared image by image.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..core.checkpoints import load_checkpoint
+from ..core.datasets import load_prepared
+from ..core.evaluation import attack_from_settings, evaluate
+from ..core.recipes import recipe_digest
+from ..grid.vocabulary import Setting
+from ..io import file_digests, sha256_file, write_json, write_parquet
+from ..provenance import config_digest, environment
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_split(model, data, settings: dict, *, device="cpu", labels: dict | None = None) -> dict:
+    """One net on the test images of `settings` (`grid.conf.eval_params`: attack, n, seed, batch size):
+    the `core.evaluation.evaluate` record with its per-sample "outcomes"."""
+    return evaluate(model, data.test, attack_from_settings(settings), n=settings["n"], seed=settings["seed"],
+                    batch_size=settings["batch_size"], device=device, progress=False, outcomes=True, labels=labels)
+
+
+def evaluate_checkpoints(checkpoints: dict, data, *, settings: dict, setting: Setting, data_path, device="cpu",
+                         digest_of_config: str = "") -> tuple[list[dict], list[dict]]:
+    """Evaluate each {cell: checkpoint path}; every checkpoint must be `setting`'s net of that cell.
+
+    Returns (records, outcome rows). Records carry the net's identity from the checkpoint (after checking it),
+    the attack settings, accuracies with Wilson intervals, and provenance (recipe, precision, code, device)."""
+    records, outcomes = [], []
+    data_digest = sha256_file(data_path)
+    for cell, path in checkpoints.items():
+        model, payload = load_checkpoint(path, device=device, expect={**setting.identity(), "cell": cell})
+        meta = payload["meta"]
+        if payload["inputs"].get("data", {}).get("sha256") not in (None, data_digest):
+            raise ValueError(f"checkpoint {path} was trained on another version of {data_path} (its recorded sha256 "
+                             "differs); rebuild it (`snakemake verify` lists the command)")
+        record = evaluate_split(model, data, settings, device=device, labels={
+            "dataset": payload["dataset"], "arch": payload["arch"], "width": payload.get("width", 1.0),
+            "seed": payload["seed"], "pretraining": meta["pretraining"], "retraining": meta["retraining"],
+            "cell": cell, "retrained_modules": meta["retrained_modules"]})
+        per_sample = record.pop("outcomes")
+        env = environment(device, precision=meta.get("precision"))
+        record.update(epochs=meta.get("epochs", payload["epoch"]), recipe=payload["recipe"],
+                      recipe_digest=recipe_digest(payload["recipe"]), checkpoint=str(path),
+                      checkpoint_digest=payload["digest"],
+                      provenance={**payload.get("provenance", {}), **{k: v for k, v in env.items() if k in
+                                  ("created", "host")}, "precision": meta.get("precision", ""),
+                                  "config_digest": digest_of_config, "eval_device_name": env["device_name"]})
+        records.append(record)
+        for index, clean, robust in zip(*per_sample.values()):
+            outcomes.append({"dataset": record["dataset"], "arch": record["arch"], "seed": record["seed"],
+                             "pretraining": record["pretraining"], "cell": cell, "attack": record["attack"],
+                             "test_index": int(index), "clean_correct": bool(clean), "robust_correct": bool(robust)})
+        log.info("%s: clean %.4f robust %.4f (%d images, %.1fs)", cell, record["clean_acc"], record["robust_acc"],
+                 record["n_eval"], record["seconds"])
+    return records, outcomes
+
+
+def run(*, data: str, checkpoints: dict, settings: dict, setting: Setting, device: str, config: dict,
+        records_out: str, outcomes_out: str) -> None:
+    """The job: evaluate `checkpoints` ({cell: path}) and write the records and the per-sample outcomes."""
+    records, outcomes = evaluate_checkpoints(checkpoints, load_prepared(data), settings=settings, setting=setting,
+                                             data_path=data, device=device, digest_of_config=config_digest(config))
+    write_parquet(outcomes_out, outcomes)
+    write_json(records_out, {"records": records, "eval_settings": settings,
+                             "inputs": file_digests({"data": data, **checkpoints})})
+    log.info("wrote %d records to %s", len(records), records_out)

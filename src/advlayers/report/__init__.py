@@ -1,0 +1,6 @@
+"""From results to answers (no torch): tables, the claims check and the figures.
+
+tables       result tables gathered from evaluations, with intervals and provenance
+claims       each claim of the paper tested from a run's tables: statistic, 95% interval, verdict
+figures      the paper's figures, one module per figure and a shared style
+"""

@@ -1,0 +1,69 @@
+"""Which library files a workflow script runs: what its rule lists as inputs, so that an edit to a library file
+reruns exactly the jobs that import it (Snakemake itself does not see library changes).
+
+Read from the source (every `import advlayers...` and `from advlayers... import` / relative import, transitively,
+with the `__init__.py` of every package on the way), so the list cannot drift from the code. Standard library only.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = "advlayers"
+
+
+def _module_file(src: Path, dotted: str) -> Path | None:
+    """The file of an advlayers module or package (None if `dotted` is not one, e.g. a name inside a module)."""
+    base = src.joinpath(*dotted.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _module_name(src: Path, path: Path) -> tuple[str, bool]:
+    """(dotted module name, is a package's __init__) of a file under `src`."""
+    rel = path.relative_to(src).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts), rel.name == "__init__"
+
+
+def imported_modules(src: Path, path: Path, module: str = "", is_package: bool = False) -> set[str]:
+    """The advlayers modules (dotted names) one file imports directly, wherever in the file."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                package = package[: len(package) - (node.level - 1)]
+                base = ".".join(package + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != PACKAGE:
+                continue
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from advlayers.grid import plan`
+    return {m for m in found if _module_file(src, m) is not None}
+
+
+def library_files(src: str | Path, script: str | Path, relative_to: str | Path | None = None) -> list[str]:
+    """Every library file `script` runs (sorted): its advlayers imports, theirs, and their packages' __init__.py."""
+    src = Path(src)
+    seen: set[str] = set()
+    todo = sorted(imported_modules(src, Path(script)))
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # the packages it is inside
+        path = _module_file(src, name)
+        todo += sorted(imported_modules(src, path, *_module_name(src, path)))
+    files = sorted(_module_file(src, m) for m in seen)
+    base = Path(relative_to) if relative_to is not None else None
+    return [str(f.relative_to(base)) if base is not None else str(f) for f in files]

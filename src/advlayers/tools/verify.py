@@ -1,0 +1,189 @@
+"""`advlayers verify`: re-check every artifact under results/ against itself and against what it was made from.
+
+    advlayers verify [--root DIR] [--json] [--configfile FILE ...]
+
+Each artifact records how to check it, and every one but the prepared data records the sha256 of the files it
+was made from (its *inputs*):
+
+  prepared data                             `core.datasets.load_prepared` (format, name; a folder set's file lists)
+  checkpoints (pretrained, initial, cells)  the digest of its weights, finite weights, that it is the net its
+                                            path names (dataset, arch, seed, pretraining, cell), its inputs
+  evaluations (records, outcomes)           readable, records of the nets its path names, its inputs; the
+                                            outcomes beside them readable and of the same cells
+  tables, Fig. 7 and Fig. 8 files           readable, of the net its path names, the inputs in their metadata
+
+(paths: `grid.layout`; what each check does: `tools.artifacts`).
+
+A problem is *corrupt* (unreadable, weights not matching their digest, NaN weights), *swapped* (a valid artifact
+of another net than its path names), *stale* (made from a file that has changed since) or *missing* (a file
+that others were made from and that is gone). Each comes with the command that rebuilds it and everything
+made from it: ``snakemake --cores all all_figures --forcerun <path>`` (for a retrained cell, its group folder,
+the output of its Snakemake job). An input that changed is assumed fine when it passes its own checks (the
+artifact made from it is then the stale one); the prepared data cannot check its own contents, so a changed
+data file is itself the problem (it is rebuilt, and everything made from it).
+
+Every file is hashed at most once per run. Prints nothing but ``verified N artifacts: all consistent`` when
+clean (status 0), else one line per problem and the command that rebuilds them all (status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from ..grid import layout
+from .artifacts import Problem, check, rebuild_target
+
+PROG = "advlayers verify"
+SNAKEMAKE = ("snakemake", "--cores", "all", "all_figures")
+CHECKED_KINDS = ("data", "pretrained", "initial", "cell", "evaluation", "outcomes", "activations", "reinit",
+                 "embedding", "divergence", "claims_table", "table")
+
+
+def rebuild_command(targets, configfiles=()) -> str:
+    """`snakemake --cores all all_figures [--configfile F ...] --forcerun TARGET ...`: rebuilds the targets and
+    everything made from them."""
+    extra = [a for c in configfiles for a in ("--configfile", c)]
+    return shlex.join([*SNAKEMAKE, *extra, "--forcerun", *sorted(dict.fromkeys(targets))])
+
+
+def problem_line(p: Problem, configfiles=()) -> str:
+    """'PATH: KIND: DETAIL; rebuild: COMMAND' (what `advlayers verify` prints)."""
+    return f"{p.path}: {p.kind}: {p.detail}; rebuild: {rebuild_command([p.target], configfiles)}"
+
+
+class Verifier:
+    """One verification run of the artifacts under ROOT/results (`run`); hashes each file at most once."""
+
+    def __init__(self, root: str | Path = "."):
+        self.root = Path(root)
+        self._sha: dict[Path, str | None] = {}
+
+    def rel(self, path: str | Path) -> str:
+        """A recorded path (relative to the root, or absolute) relative to the root."""
+        p = Path(path)
+        if p.is_absolute():
+            try:
+                return p.resolve().relative_to(self.root.resolve()).as_posix()
+            except ValueError:
+                return str(p)
+        return p.as_posix()
+
+    def sha256(self, rel: str) -> str | None:
+        """The file's sha256, computed once per run (None if it does not exist)."""
+        from ..io import sha256_file
+
+        p = (self.root / rel).resolve()
+        if p not in self._sha:
+            self._sha[p] = sha256_file(p) if p.is_file() else None
+        return self._sha[p]
+
+    def artifacts(self) -> list[tuple[str, str, dict]]:
+        """(path, kind, fields) of every artifact under results/ (hidden files: resume states, markers, temporaries)."""
+        results, found = self.root / layout.RESULTS, []
+        for p in sorted(results.rglob("*")):
+            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(results).parts):
+                continue
+            rel = p.relative_to(self.root).as_posix()
+            parsed = layout.parse(rel, CHECKED_KINDS)
+            if parsed:
+                found.append((rel, *parsed))
+        return found
+
+    def _input_problems(self, rel: str, inputs: dict, own: dict, missing: dict, changed_data: dict):
+        """The artifact's stale inputs (a problem of its own), or missing / changed data inputs (collected)."""
+        for role, entry in sorted(inputs.items()):
+            if not isinstance(entry, dict) or "path" not in entry:
+                continue
+            source = self.rel(entry["path"])
+            if source in own:
+                continue  # its own problem's rebuild covers this artifact
+            now = self.sha256(source)
+            if now is None:
+                if source.startswith(f"{layout.RESULTS}/"):
+                    missing.setdefault(source, []).append(rel)
+                    continue
+                return Problem(rel, "stale", f"its input {source} ({role}) no longer exists", rebuild_target(rel))
+            if now != entry.get("sha256"):
+                if layout.parse(source, ("data",)):
+                    changed_data.setdefault(source, []).append(rel)
+                    continue
+                return Problem(rel, "stale", f"its input {source} ({role}) changed since it was made from it",
+                               rebuild_target(rel))
+        return None
+
+    def run(self) -> tuple[int, list[Problem]]:
+        artifacts = self.artifacts()
+        checked = {rel: check(self.root, rel, kind, f) for rel, kind, f in artifacts}
+        own = {rel: c.problem for rel, c in checked.items() if c.problem}
+        problems: dict[str, Problem] = dict(own)
+        missing: dict[str, list[str]] = {}
+        changed_data: dict[str, list[str]] = {}
+        for rel, c in checked.items():
+            if rel not in own:
+                stale = self._input_problems(rel, c.inputs, own, missing, changed_data)
+                if stale:
+                    problems[rel] = stale
+        for source, users in missing.items():
+            problems.setdefault(source, Problem(source, "missing", f"{len(users)} artifact(s) were made from it, "
+                                                f"e.g. {users[0]}", rebuild_target(source)))
+        for source, users in changed_data.items():
+            problems.setdefault(source, Problem(source, "stale", f"differs from the version {len(users)} artifact(s) "
+                                                f"were made from, e.g. {users[0]} (the data cannot check its own "
+                                                "contents: rebuild it and everything made from it)",
+                                                rebuild_target(source)))
+        return len(artifacts), sorted(problems.values(), key=lambda p: p.path)
+
+
+def verify(root: str | Path = ".") -> list[Problem]:
+    """The problems of the artifacts under ROOT/results ([] when all are consistent)."""
+    return Verifier(root).run()[1]
+
+
+def report(n: int, problems: list[Problem], configfiles=()) -> list[str]:
+    """The lines `main` prints."""
+    if not problems:
+        return [f"verified {n} artifacts: all consistent"]
+    lines = [problem_line(p, configfiles) for p in problems]
+    lines.append(f"verified {n} artifacts: {len(problems)} problem(s); to rebuild them all and everything made from "
+                 f"them: {rebuild_command([p.target for p in problems], configfiles)}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Re-hash every artifact under ROOT/results and check it against the files it was "
+        "made from; print each problem with the command that rebuilds it (status 1), or one line when all are "
+        "consistent (status 0).")
+    parser.add_argument("--root", default=".", metavar="DIR", help="the workflow's working directory (.)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--configfile", action="append", default=[], metavar="FILE",
+                        help="config file(s) the run used, repeated in the printed commands")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = Path(args.root)
+    if not (root / "results").is_dir():
+        print(f"advlayers: error: {root / 'results'} does not exist: nothing to verify (--root is the folder "
+              "the workflow ran in)", file=sys.stderr)
+        return 2
+    n, problems = Verifier(root).run()
+    if args.json:
+        print(json.dumps({"artifacts": n, "consistent": not problems,
+                          "problems": [{**asdict(p), "command": rebuild_command([p.target], args.configfile)}
+                                       for p in problems],
+                          "command": rebuild_command([p.target for p in problems], args.configfile)
+                          if problems else None}, indent=1))
+    else:
+        print("\n".join(report(n, problems, args.configfile)))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
