@@ -20,8 +20,8 @@ machine's) and `auto` decides by itself.
 
 Printed: wall time, total CPU-seconds of the run (its process tree), per-rule wall (Snakemake `benchmark:`
 files; single-threaded jobs, so about their CPU: the files' cpu_time is sampled and misses short jobs), the
-per-job start-up overhead (per rule: a process that only imports what the rule's script imports, times the
-rule's jobs) and the CPU flags; --write puts them into benchmarks/results.md.
+per-job start-up overhead (per rule: a process that only imports what the rule's job imports before it
+computes, times the rule's jobs) and the CPU flags; --write puts them into benchmarks/results.md.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-COPIED = ("Snakefile", "workflow", "config", "src", "profiles")
+SRC = REPO / "src"
+sys.path.insert(0, str(SRC))
+
+from advlayers.grid import layout  # noqa: E402  (torch-free)
+from advlayers.tools.sources import copy_workflow  # noqa: E402
+
 BEGIN, END = "<!-- demo:begin -->", "<!-- demo:end -->"
 BUDGET = {"all_figures": 660, "fig2": 265}
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
@@ -71,7 +76,6 @@ def t_step(repeats: int = 5) -> float:
     """Median seconds of one fp32 ResNet-18 training step (batch 128, 32 px, full width) with 2 threads."""
     import torch
 
-    sys.path.insert(0, str(REPO / "src"))
     from advlayers.core.models import build_model
 
     torch.set_num_threads(2)
@@ -105,21 +109,73 @@ def rule_scripts() -> dict[str, str | None]:
     return out
 
 
+def _module_file(dotted: str) -> Path | None:
+    """The source of an advlayers module (None: not a module, e.g. a name inside one)."""
+    base = SRC.joinpath(*dotted.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+def _absolute(node: ast.ImportFrom, module: str) -> ast.ImportFrom:
+    """A relative import in `module` as an absolute one."""
+    if not node.level:
+        return node
+    parts = module.split(".")
+    is_package = _module_file(module).name == "__init__.py"
+    package = parts[: len(parts) - node.level + is_package]
+    return ast.ImportFrom(".".join(package + ([node.module] if node.module else [])), node.names, 0)
+
+
+def _function_imports(module: str, name: str, seen: set) -> list[str]:
+    """The imports inside function `name` of an advlayers module, and inside the functions of that module it
+    calls by name (`run` -> `pretrain_files`): the library a job imports lazily, when it starts."""
+    path = _module_file(module)
+    if (module, name) in seen or path is None:
+        return []
+    seen.add((module, name))
+    functions = {f.name: f for f in ast.parse(path.read_text()).body if isinstance(f, ast.FunctionDef)}
+    if name not in functions:
+        return []
+    lines = []
+    for node in ast.walk(functions[name]):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            lines.append(ast.unparse(_absolute(node, module) if isinstance(node, ast.ImportFrom) else node))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions:
+            lines += _function_imports(module, node.func.id, seen)
+    return lines
+
+
+def _called_library_functions(tree: ast.Module) -> list[tuple[str, str]]:
+    """(module, function) of each `alias.function(...)` call of the script on an advlayers module it imported
+    (`from advlayers.jobs import evaluate` ... `evaluate.run(...)`)."""
+    aliases = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("advlayers"):
+            aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names
+                            if _module_file(f"{node.module}.{a.name}")})
+        elif isinstance(node, ast.Import):
+            aliases.update({a.asname: a.name for a in node.names if a.asname and a.name.startswith("advlayers")})
+    return [(aliases[n.func.value.id], n.func.attr) for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name) and n.func.value.id in aliases]
+
+
 def script_imports(stem: str) -> str:
     """What a job of this script imports before it computes: Snakemake's preamble (it unpickles a
-    snakemake.script.Snakemake) and the script's module-level imports; `pretrain` imports the library inside
-    advlayers.launch."""
+    snakemake.script.Snakemake), the script's module-level imports and the imports inside the library functions
+    it calls (a job function imports torch and the rest of the library when it starts: `advlayers.jobs`)."""
     tree = ast.parse((REPO / "workflow" / "scripts" / f"{stem}.py").read_text())
     lines = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
              and getattr(node, "module", None) != "__future__"]
-    lazy = {"pretrain": ["import advlayers.core.training"]}.get(stem, [])
-    return "; ".join(["import snakemake.script", *lines, *lazy])
+    seen: set = set()
+    for module, function in _called_library_functions(tree):
+        lines += _function_imports(module, function, seen)
+    return "; ".join(dict.fromkeys(["import snakemake.script", *lines]))
 
 
 def startup_cpu(repeats: int = 3) -> dict[str, float]:
     """Per workflow script: CPU-seconds of a process that only starts Python and imports what the script's job
     imports (median of `repeats`): the per-job start-up overhead."""
-    paths = [str(REPO / "workflow" / "scripts"), str(REPO / "src")]
+    paths = [str(REPO / "workflow" / "scripts"), str(SRC)]
     out = {}
     for stem in sorted({v for v in rule_scripts().values() if v}):
         code = f"import sys; sys.path[:0] = {paths!r}; {script_imports(stem)}"
@@ -144,16 +200,14 @@ def overhead(rules: dict[str, int], startup: dict[str, float]) -> dict[str, dict
 
 
 def copy_repo(config_seed: int | None) -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix="advlayers-demo-"))
-    for name in COPIED:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            shutil.copy2(src, tmp / name)
+    """The workflow copied to a temporary folder, its demo config trained with seed `config_seed`."""
+    tmp = copy_workflow(REPO, tempfile.mkdtemp(prefix="advlayers-demo-"))
     if config_seed is not None:
         path = tmp / "config" / "config.yaml"
-        path.write_text(path.read_text().replace("seeds: [0]", f"seeds: [{config_seed}]"))
+        text = path.read_text()
+        if "seeds: [0]" not in text:  # the demo would silently run seed 0 again
+            raise SystemExit(f"{path} has no line 'seeds: [0]' to set the training seed {config_seed} in")
+        path.write_text(text.replace("seeds: [0]", f"seeds: [{config_seed}]"))
     return tmp
 
 
@@ -180,7 +234,8 @@ def precision(root: Path) -> list[str]:
     import pandas as pd
 
     found = set()
-    for path in (root / "results" / "tables").glob("cutoff*.parquet"):
+    tables = [*root.glob(layout.table_path("cutoff")), *root.glob(layout.table_path(layout.cutoff_table("*")))]
+    for path in tables:
         table = pd.read_parquet(path)
         if "precision" in table:
             found.update(table["precision"].dropna().astype(str))
@@ -188,22 +243,23 @@ def precision(root: Path) -> list[str]:
 
 
 def stages(root: Path) -> dict:
-    """Per rule: jobs, summed wall and CPU seconds from the Snakemake benchmark files."""
+    """Per rule: jobs and summed wall seconds from the Snakemake benchmark files (`layout.benchmark_path`: one
+    per job, under the rule's folder)."""
     out: dict[str, dict] = {}
-    for tsv in (root / "results" / "benchmarks").rglob("*.tsv"):
-        rule = tsv.relative_to(root / "results" / "benchmarks").parts[0]
-        header, values = tsv.read_text().splitlines()[:2]
-        row = dict(zip(header.split("\t"), values.split("\t")))
-        entry = out.setdefault(rule, {"jobs": 0, "wall": 0.0})
-        entry["jobs"] += 1
-        entry["wall"] += float(row["s"])
+    for rule in rule_scripts():
+        for tsv in root.glob(layout.benchmark_path(rule, "**/*")):
+            header, values = tsv.read_text().splitlines()[:2]
+            row = dict(zip(header.split("\t"), values.split("\t")))
+            entry = out.setdefault(rule, {"jobs": 0, "wall": 0.0})
+            entry["jobs"] += 1
+            entry["wall"] += float(row["s"])
     return out
 
 
 def claims(root: Path) -> list[dict]:
     import pandas as pd
 
-    table = pd.read_parquet(root / "results" / "tables" / "claims.parquet")
+    table = pd.read_parquet(root / layout.path("claims_table"))
     return table[["claim", "variant", "value", "ci_lo", "ci_hi", "verdict"]].to_dict("records")
 
 

@@ -10,7 +10,7 @@ and (with --pipeline) the Snakemake demo's wall time.
 Every figure that is compared is a RATIO of two configurations timed side by side in this one process,
 interleaved (A B C A B C ...), `--repeats` times, median of each: on a shared machine absolute seconds drift,
 ratios measured this way much less. Small models trained for the evaluation rows are cached under
-benchmarks/_work/ (git-ignored).
+benchmarks/_work/ (git-ignored), with the raw figures (results.json). The report's text: benchmarks/report.py.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from report import pipeline_section, render, write_report  # noqa: E402  (benchmarks/report.py)
 
-from advlayers import attacks  # noqa: E402
+from advlayers.core import attacks  # noqa: E402
 from advlayers.core.attacks import AttackSpec  # noqa: E402
 from advlayers.core.models import build_model  # noqa: E402
+from advlayers.tools.sources import copy_workflow  # noqa: E402
 
 ALL_SECTIONS = {"pgd", "profile", "eval", "training", "memory"}
-PIPELINE_BEGIN = "<!-- pipeline:begin -->"
-PIPELINE_END = "<!-- pipeline:end -->"
 
 # --------------------------------------------------------------------------- helpers
 
@@ -87,7 +87,8 @@ def machine() -> dict:
             versions[mod] = __import__(mod).__version__
         except Exception:
             versions[mod] = "not installed"
-    from importlib.metadata import PackageNotFoundError, version  # torchvision: never imported directly
+    # torchvision: its version from the metadata, never imported directly
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
         versions["torchvision"] = version("torchvision")
@@ -127,9 +128,47 @@ def _autocast_ctx(device, dtype):
 PGD7 = dict(eps=8 / 255, step_size=2 / 255, steps=7)
 
 
-def bench_pgd_throughput(args) -> dict:
+def _pgd_configs(model, x, y, device) -> dict:
+    """One PGD-7 batch per configuration (the report's rows, in order): torchattacks, the 'before' loop and
+    advlayers, contiguous fp32, channels_last fp32 and bf16+channels_last (+ torch.compile on CUDA)."""
     import torchattacks
 
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def ta(m, xx, dtype=None):
+        atk = torchattacks.PGD(m, eps=PGD7["eps"], alpha=PGD7["step_size"], steps=PGD7["steps"], random_start=True)
+
+        def run():
+            with _autocast_ctx(device, dtype):
+                atk(xx, y)
+        return run
+
+    def ours(m, xx, dtype=None, fold=True):
+        return lambda: attacks.pgd(m, xx, y, **PGD7, generator=torch.Generator().manual_seed(1), autocast=dtype,
+                                   fold_bn=fold)
+
+    def legacy(m, xx, dtype=None):
+        return lambda: _legacy_pgd(m, xx, y, **PGD7, generator=torch.Generator().manual_seed(1), autocast=dtype)
+
+    bf16 = torch.bfloat16
+    configs = {
+        "torchattacks fp32": ta(model, x),
+        "advlayers before (41dbfac) fp32": legacy(model, x),
+        "advlayers fp32, fold_bn=False": ours(model, x, fold=False),
+        "advlayers fp32": ours(model, x),
+        "torchattacks fp32 channels_last": ta(model_cl, x_cl),
+        "advlayers fp32 channels_last": ours(model_cl, x_cl),
+        "torchattacks bf16+channels_last": ta(model_cl, x_cl, bf16),
+        "advlayers before (41dbfac) bf16+channels_last": legacy(model_cl, x_cl, bf16),
+        "advlayers bf16+channels_last": ours(model_cl, x_cl, bf16),
+    }
+    if torch.device(device).type == "cuda":
+        configs["advlayers bf16+channels_last+compile"] = ours(torch.compile(model_cl), x_cl, bf16)
+    return configs
+
+
+def bench_pgd_throughput(args) -> dict:
     device = args.device
     archs = ["resnet18"] if args.quick else ["resnet18", "vgg11_bn"]
     batch = 8 if args.quick else 128
@@ -139,39 +178,7 @@ def bench_pgd_throughput(args) -> dict:
         model = build_model(arch, 10, 32, seed=0).to(device).eval()
         x = torch.rand(batch, 3, 32, 32, generator=g).to(device)
         y = torch.randint(0, 10, (batch,), generator=g).to(device)
-        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        x_cl = x.contiguous(memory_format=torch.channels_last)
-
-        def ta(m, xx, dtype=None):
-            atk = torchattacks.PGD(m, eps=PGD7["eps"], alpha=PGD7["step_size"], steps=PGD7["steps"], random_start=True)
-            def run():
-                with _autocast_ctx(device, dtype):
-                    atk(xx, y)
-            return run
-
-        def ours(m, xx, dtype=None, fold=True):
-            return lambda: attacks.pgd(m, xx, y, **PGD7, generator=torch.Generator().manual_seed(1), autocast=dtype,
-                                       fold_bn=fold)
-
-        def legacy(m, xx, dtype=None):
-            return lambda: _legacy_pgd(m, xx, y, **PGD7, generator=torch.Generator().manual_seed(1), autocast=dtype)
-
-        bf16 = torch.bfloat16
-        configs = {
-            "torchattacks fp32": ta(model, x),
-            "advlayers before (41dbfac) fp32": legacy(model, x),
-            "advlayers fp32, fold_bn=False": ours(model, x, fold=False),
-            "advlayers fp32": ours(model, x),
-            "torchattacks fp32 channels_last": ta(model_cl, x_cl),
-            "advlayers fp32 channels_last": ours(model_cl, x_cl),
-            "torchattacks bf16+channels_last": ta(model_cl, x_cl, bf16),
-            "advlayers before (41dbfac) bf16+channels_last": legacy(model_cl, x_cl, bf16),
-            "advlayers bf16+channels_last": ours(model_cl, x_cl, bf16),
-        }
-        if torch.device(device).type == "cuda":
-            compiled = torch.compile(model_cl)
-            configs["advlayers bf16+channels_last+compile"] = ours(compiled, x_cl, bf16)
-        secs = interleaved(configs, args.repeats, device)
+        secs = interleaved(_pgd_configs(model, x, y, device), args.repeats, device)
         out["archs"][arch] = {k: {"seconds": s, "images_per_s": batch / s} for k, s in secs.items()}
         print(f"  {arch}: " + ", ".join(f"{k} {batch / s:.0f} img/s" for k, s in secs.items()), flush=True)
     return out
@@ -212,6 +219,10 @@ def profile_pgd(args) -> dict:
 
 # --------------------------------------------------------------------------- small trained models
 
+# The adversarial training this benchmark times and evaluates: PGD with the evaluation's eps and step (section 3's
+# floor counts its steps). The mnist5k-demo preset itself now trains with FGSM-RS, eps 0.15, no clean samples.
+PGD_TRAINING = dict(attack="pgd", eps=0.1, step_size=0.025)
+
 
 def _eval_dataset(args):
     from advlayers.core.datasets import load_dataset
@@ -221,16 +232,17 @@ def _eval_dataset(args):
 
 def trained_models(args, ds) -> dict:
     """A conventionally and an adversarially trained resnet18 (cached under benchmarks/_work/)."""
-    from advlayers.core.training import get_recipe, pretrain
+    from advlayers.core.recipes import get_recipe
+    from advlayers.core.training import pretrain
 
     WORK.mkdir(parents=True, exist_ok=True)
     tag = "quick" if args.quick else "full"
     settings = {
-        # mnist5k-demo recipe (eps 0.1, step 0.025, bf16 + channels_last), shortened
+        # mnist5k-demo recipe (precision auto: bf16 + channels_last where native), shortened; adversarial: PGD
         "conventional": dict(epochs=1 if args.quick else 2, train_subset=64 if args.quick else 4000,
                              batch_size=32 if args.quick else 128),
         "adversarial": dict(epochs=1, train_subset=32 if args.quick else 2000,
-                            batch_size=32 if args.quick else 128, steps=2 if args.quick else 7),
+                            batch_size=32 if args.quick else 128, **PGD_TRAINING, steps=2 if args.quick else 7),
     }
     models = {}
     for mode, overrides in settings.items():
@@ -308,8 +320,38 @@ def bench_eval(args, ds, models) -> dict:
 # --------------------------------------------------------------------------- 3. adversarial training cost
 
 
+def _floor_components(ds, bs: int, precision: str, channels_last: bool) -> dict:
+    """The measured floor's components, same model, precision and layout, batch `bs`: a bare training step on B
+    and on 2B samples, one attack step, one prediction."""
+    g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model("resnet18", ds.info.num_classes, ds.info.image_size, seed=0).to(memory_format=fmt)
+    x = torch.rand(bs, 3, 32, 32, generator=g).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (bs,), generator=g)
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def train_step(xx, yy):
+        def step():
+            model.train()
+            with _autocast_ctx("cpu", dtype):
+                logits = model(xx)
+            F.cross_entropy(logits.float(), yy).backward()
+            model.zero_grad(set_to_none=True)
+        return step
+
+    def attack_step():
+        attacks.perturb(model, x, y, AttackSpec(0.1, 0.025, 1), autocast=dtype)
+
+    def predict():
+        attacks.predicted_labels(model, x, autocast=dtype)
+
+    return {"train step B": train_step(x, y), "train step 2B": train_step(torch.cat([x, x]), torch.cat([y, y])),
+            "attack step": attack_step, "predict": predict}
+
+
 def bench_training(args, ds) -> dict:
-    from advlayers.core.training import get_recipe, train
+    from advlayers.core.recipes import get_recipe
+    from advlayers.core.training import train
 
     batches = 1 if args.quick else args.train_batches
     bs = 16 if args.quick else 128
@@ -318,43 +360,15 @@ def bench_training(args, ds) -> dict:
     for label, precision, cl in (("bf16+channels_last (demo recipe)", "bf16", True), ("fp32", "fp32", False)):
         if args.quick and precision == "fp32":
             continue
-        recipe = get_recipe("mnist5k-demo", epochs=1, batch_size=bs, train_subset=batches * bs, steps=steps,
-                            precision=precision, channels_last=cl)
+        recipe = get_recipe("mnist5k-demo", epochs=1, batch_size=bs, train_subset=batches * bs, **PGD_TRAINING,
+                            steps=steps, include_clean=True, precision=precision, channels_last=cl)
 
         def run(mode):
             model = build_model("resnet18", ds.info.num_classes, ds.info.image_size, seed=0)
             return lambda: train(model, ds.train, recipe, mode=mode, seed=0, progress=False)
 
-        # component costs for the floor, same model/precision/layout, batch bs
-        g = torch.Generator().manual_seed(0)
-        model = build_model("resnet18", ds.info.num_classes, ds.info.image_size, seed=0)
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        model = model.to(memory_format=fmt)
-        x = torch.rand(bs, 3, 32, 32, generator=g).contiguous(memory_format=fmt)
-        x2 = torch.cat([x, x])
-        y = torch.randint(0, 10, (bs,), generator=g)
-        dtype = torch.bfloat16 if precision == "bf16" else None
-
-        def train_step(xx, yy):
-            def step():
-                model.train()
-                with _autocast_ctx("cpu", dtype):
-                    logits = model(xx)
-                F.cross_entropy(logits.float(), yy).backward()
-                model.zero_grad(set_to_none=True)
-            return step
-
-        def attack_step():
-            attacks.perturb(model, x, y, AttackSpec(0.1, 0.025, 1), autocast=dtype)
-
-        def predict():
-            attacks.predicted_labels(model, x, autocast=dtype)
-
-        secs = interleaved({
-            "clean": run("conventional"), "adversarial": run("adversarial"),
-            "train step B": train_step(x, y), "train step 2B": train_step(x2, torch.cat([y, y])),
-            "attack step": attack_step, "predict": predict,
-        }, args.repeats, "cpu")
+        secs = interleaved({"clean": run("conventional"), "adversarial": run("adversarial"),
+                            **_floor_components(ds, bs, precision, cl)}, args.repeats, "cpu")
         floor = (secs["predict"] + steps * secs["attack step"] + secs["train step 2B"]) / secs["train step B"]
         out["configs"][label] = {
             "seconds": secs, "ratio": secs["adversarial"] / secs["clean"], "measured_floor": floor,
@@ -430,12 +444,7 @@ def bench_pipeline(args) -> dict:
     a no-op rerun, and a dry run of the paper config."""
     tmp = Path(tempfile.mkdtemp(prefix="advlayers-pipeline-"))
     try:
-        for name in ("Snakefile", "workflow", "config", "src", "envs", "pyproject.toml"):
-            src = REPO / name
-            if src.is_dir():
-                shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-            elif src.exists():
-                shutil.copy2(src, tmp / name)
+        copy_workflow(REPO, tmp)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp / "src"), os.environ.get("PYTHONPATH", "")])}
         snake = [sys.executable, "-m", "snakemake"]
         out = {
@@ -455,171 +464,12 @@ def bench_pipeline(args) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- report
-
-
-def _yes(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
-
-
-def render(info, res, args) -> str:
-    L = ["# advlayers benchmarks", ""]
-    L.append(f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` on {info['date']}"
-             + (" (**--quick smoke run: tiny sizes, figures not meaningful**)." if args.quick else "."))
-    L += ["", "## Machine", "", "| | |", "|---|---|"]
-    for k in ("cpu", "cores", "torch_threads", "gpu", "load_at_start", "python", "torch", "torchvision",
-              "torchattacks", "snakemake"):
-        L.append(f"| {k} | {info[k]} |")
-    L += ["", "Every comparison is a ratio of configurations timed side by side in one process, interleaved, "
-          f"{args.repeats} repeats (evaluation rows: {args.eval_repeats}), median. The machine was shared with other "
-          "jobs (see load), so absolute seconds are noisy and only the ratios are meant to be read.", ""]
-
-    goals = []
-    if "pgd" in res:
-        p = res["pgd"]
-        L += ["## 1. PGD-7 throughput (eps 8/255, step 2/255, random start, 7 steps)", "",
-              f"`build_model(arch, 10, 32)` in eval mode, one batch of {p['batch']} random 32-px images, "
-              f"device {args.device}. Ratio = images/s over torchattacks `PGD` in the same precision and memory "
-              "format (for the 'before' rows: over torchattacks fp32 of the same precision block).", ""]
-        L += ["| arch | configuration | s / batch | images/s | ratio vs torchattacks |", "|---|---|---|---|---|"]
-        for arch, rows in p["archs"].items():
-            for name, r in rows.items():
-                if "channels_last" in name and "bf16" not in name:
-                    ref = rows["torchattacks fp32 channels_last"]
-                elif "bf16" in name:
-                    ref = rows["torchattacks bf16+channels_last"]
-                else:
-                    ref = rows["torchattacks fp32"]
-                L.append(f"| {arch} | {name} | {r['seconds']:.3f} | {r['images_per_s']:.0f} | "
-                         f"{ref['seconds'] / r['seconds']:.2f}x |")
-        for arch, rows in p["archs"].items():
-            ratio = rows["torchattacks fp32"]["seconds"] / rows["advlayers fp32"]["seconds"]
-            goals.append((f"PGD-7 throughput {arch}, fp32 vs fp32 (goal row)", "≥ 1.25x", f"{ratio:.2f}x",
-                          ratio >= 1.25))
-            tr = rows["torchattacks fp32"]["seconds"] / rows["advlayers bf16+channels_last"]["seconds"]
-            goals.append((f"PGD-7 throughput {arch}, training config (bf16+channels_last) vs torchattacks fp32 "
-                          "(informative)", "-", f"{tr:.2f}x", None))
-        L += ["", "The goal (advlayers ≥ 1.25x torchattacks) is judged on the **fp32 vs fp32, contiguous** row "
-              "(`advlayers fp32` vs `torchattacks fp32`): same precision, same model object, same batch. The "
-              "bf16+channels_last rows are the configuration the training loop uses (`mnist5k-demo` recipe); they "
-              "are compared with torchattacks run under the same autocast and layout.", ""]
-    if "profile" in res:
-        L += ["### Where the time goes (torch.profiler, resnet18, one PGD-7 batch, self CPU ms)", "",
-              "| op | " + " | ".join(res["profile"]) + " |", "|---|" + "---|" * len(res["profile"])]
-        keys = list(next(iter(res["profile"].values()))["selected"])
-        for k in keys:
-            L.append(f"| {k} | " + " | ".join(f"{v['selected'][k][0]:.0f} ({v['selected'][k][1]} calls)"
-                                             for v in res["profile"].values()) + " |")
-        L.append("| total (all ops) | " + " | ".join(f"{v['total_ms']:.0f}" for v in res["profile"].values()) + " |")
-        L.append("")
-    if "eval" in res:
-        e = res["eval"]
-        L += [f"## 2. PGD-{e['steps']} evaluation (eps {e['eps']}, step {e['step_size']}, n = {e['n']})", "",
-              "resnet18 trained on mnist5k with the `mnist5k-demo` recipe, shortened (cached in benchmarks/_work/). "
-              "advlayers: `evaluation.evaluate` (count='any', broken samples leave the batch). Plain: torchattacks "
-              f"`PGD(steps={e['steps']})` over the whole batch, final iterate classified.", "",
-              "| model | clean acc | robust acc advlayers | robust acc plain loop | s advlayers | s plain | speed-up |",
-              "|---|---|---|---|---|---|---|"]
-        for mode, r in e["models"].items():
-            L.append(f"| {mode} | {r['clean_acc']:.3f} | {r['robust_ours']:.3f} | {r['robust_plain']:.3f} | "
-                     f"{r['seconds_ours']:.1f} | {r['seconds_plain']:.1f} | {r['speedup']:.1f}x |")
-            if mode == "conventional":
-                goals.append(("PGD-200 eval speed-up, conventional model", "≥ 10x", f"{r['speedup']:.1f}x",
-                              r["speedup"] >= 10))
-            else:
-                goals.append(("PGD-200 eval speed-up, adversarially trained model (reported)", "-",
-                              f"{r['speedup']:.1f}x", None))
-            goals.append((f"robust acc advlayers ≤ plain loop ({mode})", "never higher",
-                          f"{r['robust_ours']:.3f} vs {r['robust_plain']:.3f}", r["robust_ours"] <= r["robust_plain"]))
-        L.append("")
-    if "training" in res:
-        t = res["training"]
-        k = t["steps"]
-        L += [f"## 3. Adversarial training cost (PGD-{k}, include_clean, {t['batches']} batches of {t['batch_size']})",
-              "", "`training.train` on a fixed subset of mnist5k (one epoch = the timed batches), adversarial vs "
-              "conventional, same model, recipe and data.", "",
-              "Floors. Nominal, in forward-pass units F (backward w.r.t. the input only ≈ 1F, with weight gradients "
-              f"≈ 2F): clean step = 3F; adversarial step = prediction 1F + {k} attack steps × 2F + training on "
-              f"clean+adversarial (2B samples) 6F = {1 + 2 * k + 6}F, floor = {(1 + 2 * k + 6) / 3:.2f}x "
-              f"(the brief's count, k+1 = {k + 1} passes, ignores that the attack's backward skips weight gradients "
-              "and that include_clean doubles the training batch). Measured floor: the same formula with each "
-              "component timed in this process (predict + k × attack step + train step on 2B) / train step on B.", "",
-              "The measured floor's denominator (a bare forward/backward) omits what a real clean batch also pays "
-              "(augmentation, Adam step, bookkeeping), so the loop's ratio can fall below it. The last column "
-              "compares like with like: the loop's extra seconds (adversarial − clean) over the attack's own extra "
-              "work (predict + k × attack step + train step on 2B − train step on B); 1.00 = no overhead beyond "
-              "the attack.", "",
-              "| configuration | s clean | s adversarial | adversarial / clean | measured floor | "
-              "extra s / attack's own extra s |",
-              "|---|---|---|---|---|---|"]
-        for label, r in t["configs"].items():
-            s = r["seconds"]
-            own = s["predict"] + k * s["attack step"] + s["train step 2B"] - s["train step B"]
-            L.append(f"| {label} | {s['clean']:.2f} | {s['adversarial']:.2f} | {r['ratio']:.2f}x | "
-                     f"{r['measured_floor']:.2f}x | {(s['adversarial'] - s['clean']) / own:.2f} |")
-            goals.append((f"adversarial training / clean, {label}", f"close to floor {r['measured_floor']:.2f}x",
-                          f"{r['ratio']:.2f}x", None))
-        L.append("")
-    if "memory" in res:
-        m = res["memory"]
-        L += ["## 5. Memory", "",
-              "Peak resident memory (VmHWM) of a fresh subprocess that loads mnist5k and the conventional resnet18, "
-              f"then (second row) runs one PGD-{res.get('eval', {}).get('steps', 200)} `evaluate` at batch 256.", "",
-              "| process | peak RSS (MiB) |", "|---|---|",
-              f"| load data + model only | {m['baseline']['vmhwm_mib']:.0f} |",
-              f"| + PGD evaluation | {m['eval']['vmhwm_mib']:.0f} |", ""]
-    L += ["## 6. GPU", ""]
-    if torch.device(args.device).type == "cuda":
-        L.append("Measured on " + info["gpu"] + ": see the rows of section 1 (device cuda, including "
-                 "`bf16+channels_last+compile`).")
-    else:
-        L.append("**Not measured: no GPU in this session.** `python benchmarks/run.py --device cuda` runs section 1 "
-                 "on the GPU with the extra row `advlayers bf16+channels_last+compile` (torch.compile of the model; "
-                 "BatchNorm folding does not apply to a compiled module).")
-    L.append("")
-    L += ["## Goals", "", "| goal | target | measured | status |", "|---|---|---|---|"]
-    for name, target, measured, ok in goals:
-        L.append(f"| {name} | {target} | {measured} | {'-' if ok is None else _yes(ok)} |")
-    L.append("")
-    return "\n".join(L)
-
-
-def pipeline_section(info, res) -> str:
-    L = [PIPELINE_BEGIN, "## 4. Pipeline (filled by `python benchmarks/run.py --pipeline`)", ""]
-    if res is None:
-        L.append("Not run yet: `python benchmarks/run.py --pipeline` fills this section (demo from scratch in a "
-                 "temporary copy of the repository, no-op rerun, dry run of config/paper.yaml, peak RSS).")
-    else:
-        L += [f"Measured {info['date']} (load at start {info['load_at_start']}).", "",
-              "| run | wall s | rc | peak RSS (MiB, largest process) |", "|---|---|---|---|"]
-        for k, v in res.items():
-            L.append(f"| `{v['cmd'].replace(sys.executable, 'python')}` ({k}) | {v['seconds']:.1f} | {v['rc']} | "
-                     f"{v.get('max_rss_mib', float('nan')):.0f} |")
-    L += ["", PIPELINE_END]
-    return "\n".join(L)
-
-
-def write_report(path: Path, body: str, pipeline: str | None, info: dict) -> None:
-    old = path.read_text() if path.exists() else ""
-    if pipeline is None and PIPELINE_BEGIN in old and PIPELINE_END in old:
-        # keep an earlier --pipeline measurement
-        pipeline = old[old.index(PIPELINE_BEGIN):old.index(PIPELINE_END) + len(PIPELINE_END)]
-    if pipeline is None:
-        pipeline = pipeline_section(info, None)
-    extra = ""
-    marker = "<!-- notes:begin -->"
-    if marker in old:
-        extra = "\n" + old[old.index(marker):]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body + "\n" + pipeline + "\n" + extra)
-
-
 def _json_path(out: Path) -> Path:
     """The raw figures: benchmarks/_work/results.json for the default report, else next to the report."""
     return WORK / "results.json" if out.resolve() == (HERE / "results.md").resolve() else out.with_suffix(".json")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke version (< 1 min): tiny sizes, figures not meaningful")
     ap.add_argument("--out", type=Path, default=None, help="report path (default benchmarks/results.md; "
@@ -639,22 +489,15 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-child", choices=("baseline", "eval"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 5)
-    torch.set_num_threads(args.threads)
-    if args.memory_child:
-        _memory_child(args)
-        return 0
-    out = args.out or (WORK / "results-quick.md" if args.quick else HERE / "results.md")
-    torch.manual_seed(0)
-    info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_at_start']}, torch {info['torch']}",
-          flush=True)
-    only = set(args.only.split(","))
-    res = {}
-    previous = _json_path(out)
-    if only != ALL_SECTIONS and previous.exists():
-        # a partial rerun: the sections not rerun keep their earlier figures
-        res = json.loads(previous.read_text())["results"]
-    ds = models = None
+    args.only = set(args.only.split(","))
+    if args.only - ALL_SECTIONS:
+        ap.error(f"--only: unknown sections {sorted(args.only - ALL_SECTIONS)}; known: {sorted(ALL_SECTIONS)}")
+    return args
+
+
+def run_sections(args, res: dict) -> dict:
+    """Run the sections of `args.only` into `res` (which may hold earlier figures of the others)."""
+    only, ds, models = args.only, None, None
     if "pgd" in only:
         print("1. PGD-7 throughput", flush=True)
         res["pgd"] = bench_pgd_throughput(args)
@@ -673,16 +516,34 @@ def main(argv=None) -> int:
     if "memory" in only:
         print("5. memory", flush=True)
         if models is None:
-            trained_models(args, ds)
+            trained_models(args, ds)  # the memory children load the cached conventional model
         res["memory"] = bench_memory(args)
+    return res
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        _memory_child(args)
+        return 0
+    out = args.out or (WORK / "results-quick.md" if args.quick else HERE / "results.md")
+    torch.manual_seed(0)
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_at_start']}, torch {info['torch']}",
+          flush=True)
+    raw = _json_path(out)
+    # a partial rerun: the sections not rerun keep their earlier figures
+    res = json.loads(raw.read_text())["results"] if args.only != ALL_SECTIONS and raw.exists() else {}
+    res = run_sections(args, res)
     pipeline = None
     if args.pipeline:
         print("4. pipeline", flush=True)
         pipeline = pipeline_section(info, bench_pipeline(args))
     body = render(info, res, args)
     write_report(out, body, pipeline, info)
-    _json_path(out).parent.mkdir(parents=True, exist_ok=True)
-    _json_path(out).write_text(json.dumps({"machine": info, "results": res}, indent=1, default=str))
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps({"machine": info, "results": res}, indent=1, default=str))
     print(body)
     print(f"wrote {out}")
     return 0

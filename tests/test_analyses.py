@@ -1,18 +1,16 @@
-"""Paper §5 analyses: the layer table (Fig. 5), the module-subset summary (Fig. 6) and layer-wise
-re-initialisation (Fig. 7: rewind to the epoch-0 values, redraw from the initial distribution). Narrow nets."""
+"""Paper §5 analyses: the layers and module subsets the grid retrains (Figs. 5, 6) and layer-wise
+re-initialisation (Fig. 7: rewind to the epoch-0 values, redraw from the initial distribution). Narrow nets.
+(Fig. 6's summary is tested in test_figures.py, beside its figure.)"""
 
 import itertools
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
+from helpers import WIDTH
 
-from advlayers.grid import vocabulary as vocab
-from advlayers.analyses.reinit import combination_summary, layer_table, reinit_grid, reinit_layer, subset_id
+from advlayers.analyses.reinit import reinit_grid, reinit_layer
 from advlayers.core.models import build_model, layers, parameter_count
-
-from conftest import WIDTH
+from advlayers.grid import vocabulary as vocab
 
 PRETRAIN_SEED = 0
 
@@ -46,70 +44,41 @@ def _same(a: dict, b: dict, keys) -> bool:
     return all(torch.equal(a[k], b[k]) for k in keys)
 
 
-# --------------------------------------------------------------------------- layer table (Fig. 5)
+# --------------------------------------------------------------------------- layers (Figs. 5, 7)
 
 
-def test_layer_table_marks_modules_and_counts_parameters(trained):
-    table = layer_table(trained)
-    assert [row["index"] for row in table] == list(range(21))
-    assert [row["module"] for row in table] == ["m0"] + ["m1"] * 4 + ["m2"] * 5 + ["m3"] * 5 + ["m4"] * 5 + ["m5"]
-    assert table[7]["conv"] == "m2.0.downsample.0" and table[7]["bn"] == "m2.0.downsample.1"
-    assert table[7]["torchvision_name"] == "layer2.0.downsample.0" and table[0]["torchvision_name"] == "conv1"
-    assert table[-1]["bn"] is None and table[-1]["torchvision_name"] == "fc"
-    assert table[0]["n_params"] == 16 * 3 * 7 * 7 + 2 * 16  # width 0.25: 16 stem channels
-    assert table[-1]["n_params"] == 128 * 10 + 10
-    assert sum(row["n_params"] for row in table) == parameter_count(trained)
-    # the module boundaries are the grid's
-    spans = vocab.module_spans("resnet18")
-    assert [row["module"] for row in table] == [f"m{m}" for m, span in enumerate(spans) for _ in span]
+def test_layers_mark_modules_and_partition_the_parameters(trained):
+    """Each layer: its module, conv (or linear) and BatchNorm names and torchvision name; the layers' parameters
+    (conv/linear + BatchNorm, `advlayers layers` lists them) add up to the net's."""
+    all_layers = layers(trained)
+    assert [layer.index for layer in all_layers] == list(range(21))
+    spans = vocab.module_spans("resnet18")  # the module boundaries are the grid's
+    assert [layer.module for layer in all_layers] == [f"m{m}" for m, span in enumerate(spans) for _ in span]
+    assert all_layers[7].names == ("m2.0.downsample.0", "m2.0.downsample.1")
+    assert all_layers[7].torchvision_name == "layer2.0.downsample.0" and all_layers[0].torchvision_name == "conv1"
+    assert len(all_layers[-1].names) == 1 and all_layers[-1].torchvision_name == "fc"
+    counts = [parameter_count(trained, list(layer.names)) for layer in all_layers]
+    assert counts[0] == 16 * 3 * 7 * 7 + 2 * 16  # width 0.25: 16 stem channels
+    assert counts[-1] == 128 * 10 + 10
+    assert sum(counts) == parameter_count(trained)
 
 
-# --------------------------------------------------------------------------- module combinations
+# --------------------------------------------------------------------------- module subsets (Fig. 6)
 
 
 def test_module_subsets_are_all_64_distinct():
     subsets = module_subsets()
     assert len(subsets) == 64 and len(set(subsets)) == 64
-    assert {subset_id(s) for s in subsets} == {"".join(bits) for bits in itertools.product("01", repeat=6)}
+    assert {vocab.module_mask(s) for s in subsets} == {"".join(bits) for bits in itertools.product("01", repeat=6)}
     assert subsets[0] == () and ("m0", "m1", "m2", "m3", "m4", "m5") in subsets
-    assert subset_id(("m0", "m2")) == "101000" == subset_id(("m2", "m0"))
+    assert vocab.module_mask(("m0", "m2")) == "101000" == vocab.module_mask(("m2", "m0"))
     for s in subsets:
-        assert vocab.mask_modules(subset_id(s)) == s
+        assert vocab.mask_modules(vocab.module_mask(s)) == s
     for bad in ("10100", "10100x", 101000):
         with pytest.raises(ValueError):
             vocab.mask_modules(bad)
     with pytest.raises(ValueError):
-        subset_id(("m6",))
-
-
-def test_combination_summary_medians():
-    rng = np.random.default_rng(0)
-    rows = []
-    for pretrain in ("conventional", "adversarial"):
-        for s in module_subsets():
-            rows.append({"pretrain": pretrain, "retrained_modules": ",".join(s) or "none",
-                         "clean_acc": rng.uniform(0.8, 0.9), "robust_acc": (0.5 if "m0" in s else 0.1) + rng.uniform(0, 0.01)})
-    df = pd.DataFrame(rows)
-    summary = combination_summary(df, by=["pretrain"])
-    assert len(summary) == 2 * 6 * 2 * 2
-    assert set(summary["n"]) == {32}
-    for _, row in summary.iterrows():
-        group = df[df["pretrain"] == row["pretrain"]]
-        has = group["retrained_modules"].str.contains(row["module"])
-        values = group.loc[has if row["membership"] == "included" else ~has, row["metric"]].to_numpy()
-        assert row["median"] == pytest.approx(np.median(values))
-        assert row["q25"] == pytest.approx(np.percentile(values, 25))
-        assert row["q75"] == pytest.approx(np.percentile(values, 75))
-    m0 = summary[(summary.module == "m0") & (summary.metric == "robust_acc") & (summary.pretrain == "adversarial")]
-    assert m0.set_index("membership")["median"]["included"] > 0.5 > m0.set_index("membership")["median"]["excluded"]
-    # the bitmask column gives the same answer
-    by_mask = df.assign(subset=[subset_id(s) for s in module_subsets()] * 2).drop(columns="retrained_modules")
-    pd.testing.assert_frame_equal(combination_summary(by_mask, by=["pretrain"]), summary)
-    # and so do masks whose leading zeros a CSV reader dropped ('001000' read as 1000)
-    as_int = by_mask.assign(subset=by_mask["subset"].astype(int))
-    pd.testing.assert_frame_equal(combination_summary(as_int, by=["pretrain"]), summary)
-    with pytest.raises(ValueError, match="subset"):
-        combination_summary(df.drop(columns="retrained_modules"))
+        vocab.module_mask(("m6",))
 
 
 # --------------------------------------------------------------------------- layer re-initialisation (Fig. 7)

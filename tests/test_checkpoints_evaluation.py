@@ -9,9 +9,9 @@ from advlayers.core.checkpoints import CheckpointError, load_checkpoint, read_ch
 from advlayers.core.evaluation import evaluate
 from advlayers.io import state_digest
 from advlayers.core.models import build_model
-from advlayers.report.stats import wilson
+from advlayers.stats import wilson
 
-from conftest import WIDTH
+from helpers import WIDTH
 
 
 @pytest.fixture()

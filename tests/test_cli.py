@@ -54,7 +54,7 @@ def pretrained(tmp_path_factory):
     data = tmp / "digits.pt"
     prepare_dataset("digits", None, data)
     out, initial, state = tmp / "ckpt" / "pretrained.pt", tmp / "ckpt" / "init.pt", tmp / "state" / "pretrain.pt"
-    advlayers("pretrain", "--data", data, "--arch", "resnet18", "--mode", "adversarial", "--recipe", "mnist5k-demo",
+    advlayers("pretrain", "--data", data, "--arch", "resnet18", "--pretraining", "adversarial", "--recipe", "mnist5k-demo",
               *TINY, "--seed", 3, "--device", "cpu", "--state", state, "--out", out, "--initial", initial,
               "--threads", 1)
     return data, out, initial, state
@@ -95,7 +95,7 @@ def test_pretrain_writes_checkpoint_and_initial_weights(pretrained):
         "pretraining": "adversarial", "retraining": "none", "cell": "pretrained", "retrained_modules": [],
         "units": [], "epochs": 1, "precision": "fp32", "channels_last": False, "world_size": 1}
     assert len(meta["history"]) == 1
-    init_model, init = load_checkpoint(initial, arch="resnet18", dataset="digits", expect={"cell": "init"})
+    init_model, init = load_checkpoint(initial, arch="resnet18", dataset="digits", expect={"cell": "initial"})
     assert init["epoch"] == 0 and init["meta"]["epochs"] == 0 and "history" not in init["meta"]
     assert init["inputs"] == payload["inputs"] and init["meta"]["pretraining"] == "adversarial"
     # the initial weights are what training started from, and training changed them
@@ -166,15 +166,14 @@ def test_bad_input_gives_one_line(tmp_path, pretrained, capsys):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(out.read_bytes()[:1000])
     assert_one_line_error(in_process(capsys, "export", corrupt, tmp_path / "x.pt"), "corrupt")
-    assert_one_line_error(in_process(capsys, "pretrain", "--data", data, "--arch", "resnet18", "--mode",
+    assert_one_line_error(in_process(capsys, "pretrain", "--data", data, "--arch", "resnet18", "--pretraining",
                                      "adversarial", "--recipe", "mnist5k-demo", "--override", "epoch=1", "--state",
                                      tmp_path / "s", "--out", tmp_path / "o", "--initial", tmp_path / "i"), "epoch")
     assert_one_line_error(in_process(capsys, "pretrain", "--data", tmp_path / "none.pt", "--arch", "resnet18",
-                                     "--mode", "adversarial", "--recipe", "mnist5k-demo", "--state", tmp_path / "s",
+                                     "--pretraining", "adversarial", "--recipe", "mnist5k-demo", "--state", tmp_path / "s",
                                      "--out", tmp_path / "o", "--initial", tmp_path / "i"), "none.pt")
     assert_one_line_error(in_process(capsys, "export", out), "OUT")
-    if not (SRC / "advlayers" / "verify.py").exists():
-        assert_one_line_error(in_process(capsys, "verify"), "verify is not available")
+    assert in_process(capsys, "verify", "--root", tmp_path / "nowhere").returncode == 2
 
 
 def test_main_returns_the_status_in_process(capsys):
@@ -195,7 +194,7 @@ def test_main_returns_the_status_in_process(capsys):
 def test_pretrain_preempted_returns_128_plus_signal(pretrained, tmp_path, capsys, monkeypatch):
     import signal
 
-    from advlayers import resume, training
+    from advlayers.core import resume, training
 
     def preempted(*args, state_path=None, **kwargs):
         raise resume.Preempted(signal.SIGTERM, 0, 1, state_path)
@@ -203,7 +202,7 @@ def test_pretrain_preempted_returns_128_plus_signal(pretrained, tmp_path, capsys
     monkeypatch.setattr(training, "pretrain", preempted)
     data = pretrained[0]
     out = tmp_path / "out.pt"
-    proc = in_process(capsys, "pretrain", "--data", data, "--arch", "resnet18", "--mode", "conventional", "--recipe",
+    proc = in_process(capsys, "pretrain", "--data", data, "--arch", "resnet18", "--pretraining", "conventional", "--recipe",
                       "mnist5k-demo", *TINY, "--width", "0.25", "--device", "cpu", "--state", tmp_path / "s.pt",
                       "--out", out, "--initial", tmp_path / "init.pt")
     assert proc.returncode == 128 + signal.SIGTERM

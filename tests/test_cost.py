@@ -1,4 +1,4 @@
-"""advlayers.cost: linear scaling, the adversarial multipliers, clear errors, the CLI. (The job counts against
+"""advlayers.tools.cost: linear scaling, the adversarial multipliers, clear errors, the CLI. (The job counts against
 `snakemake -n` are checked by tests/test_grid.py.)"""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from advlayers.grid import layout
+from advlayers.grid.vocabulary import Setting
 from advlayers.tools import cost
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +25,7 @@ def _paper():
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "advlayers.cost", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "advlayers.tools.cost", *args], capture_output=True, text=True, timeout=120,
                           cwd=cwd, env={**os.environ, "COLUMNS": "80"})
 
 
@@ -34,13 +36,13 @@ def test_hours_scale_linearly_with_epochs():
         epochs = cost.get_recipe(dcfg["recipe"], **dcfg.get("recipe_overrides", {})).epochs
         dcfg.setdefault("recipe_overrides", {})["epochs"] = 2 * epochs
 
-    def hours(config, stage):
-        return sum(j.seconds for j in cost.jobs(config) if j.stage == stage) / 3600
+    def hours(config, rule):
+        return sum(j.seconds for j in cost.jobs(config) if j.rule == rule) / 3600
 
-    for stage in cost.RESUMABLE:  # the training stages
-        assert hours(doubled, stage) == pytest.approx(2 * hours(base, stage))
-    for stage in set(cost.STAGES) - set(cost.RESUMABLE):  # attacks on fixed nets: no epochs
-        assert hours(doubled, stage) == pytest.approx(hours(base, stage))
+    for rule in cost.RESUMABLE:  # the training rules
+        assert hours(doubled, rule) == pytest.approx(2 * hours(base, rule))
+    for rule in set(cost.RULES) - set(cost.RESUMABLE):  # attacks on fixed nets: no epochs
+        assert hours(doubled, rule) == pytest.approx(hours(base, rule))
 
 
 def test_adversarial_and_eval_multipliers():
@@ -53,25 +55,28 @@ def test_adversarial_and_eval_multipliers():
     cfg = _paper()
     cfg["cutoffs"] = {"before": [0], "after": [6]}
     cfg.pop("analyses", None)
-    stages = [j.stage for j in cost.jobs(cfg)]
-    assert "retrain" not in stages and stages.count("evaluate") == stages.count("pretrain") > 0
+    rules = [j.rule for j in cost.jobs(cfg)]
+    assert "retrain" not in rules and rules.count("evaluate") == rules.count("pretrain") > 0
 
 
 def test_adversarial_pretraining_is_priced_without_clean_samples():
     """Madry: adversarial pretraining trains on the adversarial examples only; retraining adds the clean ones
     (paper §3.2). CIFAR-10's PGD-7: pretraining costs 7 + 1 clean epochs per epoch, retraining 7 + 2."""
-    jobs = {(j.stage, j.dataset, j.arch, j.name): j.seconds for j in cost.jobs(_paper())}
+    jobs = {(j.rule, j.dataset, j.arch, j.name): j.seconds for j in cost.jobs(_paper())}
     for arch in ("resnet18", "vgg16_bn"):
-        adv = jobs[("pretrain", "cifar10", arch, "seed0/pretrain_adversarial")]
-        conv = jobs[("pretrain", "cifar10", arch, "seed0/pretrain_conventional")]
+        adv = jobs[("pretrain", "cifar10", arch, layout.job_name("pretrain", Setting("cifar10", arch, 0, "adversarial")))]
+        conv = jobs[("pretrain", "cifar10", arch, layout.job_name("pretrain", Setting("cifar10", arch, 0, "conventional")))]
         assert adv / conv == pytest.approx(7 + 1)
         cell = "m110000"
-        retrain_adv = jobs[("retrain", "cifar10", arch, f"seed0/retrain_conventional_{cell}")]  # conv. -> adversarial
-        retrain_conv = jobs[("retrain", "cifar10", arch, f"seed0/retrain_adversarial_{cell}")]
+        retrain_adv = jobs[("retrain", "cifar10", arch,  # conv. -> adversarial
+                            layout.job_name("retrain", Setting("cifar10", arch, 0, "conventional"), group=cell))]
+        retrain_conv = jobs[("retrain", "cifar10", arch,
+                             layout.job_name("retrain", Setting("cifar10", arch, 0, "adversarial"), group=cell))]
         assert retrain_adv / retrain_conv == pytest.approx(7 + 2)
     # ImageNet's FGSM-RS without clean samples: 1 + 1 either way
-    adv = jobs[("pretrain", "imagenet", "resnet50", "seed0/pretrain_adversarial")]
-    assert adv / jobs[("pretrain", "imagenet", "resnet50", "seed0/pretrain_conventional")] == pytest.approx(2)
+    adv, conv = (jobs[("pretrain", "imagenet", "resnet50", layout.job_name("pretrain", Setting("imagenet", "resnet50", 0, p)))]
+                 for p in ("adversarial", "conventional"))
+    assert adv / conv == pytest.approx(2)
 
 
 def test_unknown_arch_is_a_clear_error(tmp_path):
@@ -130,7 +135,7 @@ def test_throughput_override_and_cli_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     total = sum(cost.job_counts(_paper()).values())
     assert f"| **total** | {total} |" in proc.stdout
-    retrains = sum(1 for j in cost.jobs(_paper()) if (j.stage, j.dataset, j.arch) == ("retrain", "imagenet", "resnet50"))
+    retrains = sum(1 for j in cost.jobs(_paper()) if (j.rule, j.dataset, j.arch) == ("retrain", "imagenet", "resnet50"))
     assert retrains > 0 and f"| imagenet | resnet50 | retrain | {retrains} |" in proc.stdout
 
 

@@ -8,17 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from advlayers.core.datasets import (
-    DATASETS,
-    AugmentSpec,
-    FolderSplit,
-    TensorSplit,
-    epoch_batches,
-    load_dataset,
-    load_prepared,
-    num_batches,
-    prepare_dataset,
-)
+from advlayers.core.datasets import load_dataset, load_prepared, prepare_dataset
+from advlayers.core.splits import AugmentSpec, FolderSplit, TensorSplit, epoch_batches, num_batches
+from advlayers.grid.vocabulary import DATASETS
 
 WNIDS = ["n01440764", "n02102040", "n03000684"]
 
@@ -425,7 +417,7 @@ def test_cuda_batches_match_cpu(mnist):
 def test_imagenette_is_the_224_px_protocol():
     """Paper §4.2: Imagenette at 224 px. The default download is imagenette2-320 (not the 160 px version
     upsampled), resized and cropped to 224 for training and evaluation."""
-    from advlayers import datasets
+    from advlayers.core import datasets
 
     assert datasets.IMAGENETTE_URL.endswith("imagenette2-320.tgz") and datasets.FOLDER_IMAGE_SIZE == 224
     split = datasets.FolderSplit([], ["a", "b"])

@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from advlayers.core import distributed
-from advlayers.core.datasets import epoch_batches, load_dataset, prepare_dataset
-from advlayers.core.models import ModelSpec, ModularNet, Normalize, build_model
+from advlayers.core.datasets import load_dataset, prepare_dataset
+from advlayers.core.splits import epoch_batches
+from advlayers.core.models import build_model
 from advlayers.core.recipes import get_recipe
 from advlayers.core.training import train
 
-from conftest import small_net
+from helpers import small_net
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TESTS = Path(__file__).resolve().parent
@@ -31,7 +32,7 @@ DDP_TOLERANCE = 1e-5  # max |w_2ranks - w_1process| after 8 SGD steps
 WORKER = textwrap.dedent("""
     import os, signal, sys
     import torch
-    from advlayers import distributed
+    from advlayers.core import distributed
     from advlayers.core.datasets import load_dataset
     from advlayers.core.training import train
     from test_distributed import ddp_recipe, small_net
@@ -50,7 +51,7 @@ WORKER = textwrap.dedent("""
     if distributed.is_main():
         torch.save({"model": result.model.state_dict(), "history": result.history,
                     "resumed": [result.resumed_from_epoch, result.resumed_from_batch]}, out)
-    # as advlayers.launch does: no rank tears gloo down while another still uses it (that aborted rank 1 once)
+    # as advlayers.jobs.pretrain does: no rank tears gloo down while another still uses it (that aborted rank 1 once)
     distributed.barrier()
     distributed.cleanup()
 """)
@@ -121,7 +122,7 @@ def test_cli_under_torchrun_writes_one_checkpoint(tmp_path):
     prepare_dataset("digits", None, data)
     out, initial = tmp_path / "ckpt" / "pretrain.pt", tmp_path / "ckpt" / "init.pt"
     state = tmp_path / "state" / "pretrain.pt"
-    proc = torchrun(tmp_path, ["pretrain", "--data", data, "--arch", "resnet18", "--mode", "adversarial",
+    proc = torchrun(tmp_path, ["pretrain", "--data", data, "--arch", "resnet18", "--pretraining", "adversarial",
                                "--recipe", "mnist5k-demo", "--override", "epochs=1", "--override", "train_subset=128",
                                "--override", "batch_size=64", "--override", "steps=1", "--override",
                                "precision='fp32'", "--width", "0.25", "--device", "cpu", "--state", state,
@@ -134,7 +135,7 @@ def test_cli_under_torchrun_writes_one_checkpoint(tmp_path):
     model, payload = load_checkpoint(out, arch="resnet18", dataset="digits", expect={"cell": "pretrained"})
     assert payload["meta"]["world_size"] == 2 and len(payload["meta"]["history"]) == 1
     assert payload["width"] == 0.25
-    _, init = load_checkpoint(initial, arch="resnet18", dataset="digits", expect={"cell": "init", "epochs": 0})
+    _, init = load_checkpoint(initial, arch="resnet18", dataset="digits", expect={"cell": "initial", "epochs": 0})
     assert init["meta"]["world_size"] == 2 and payload["meta"]["start_digest"] == init["digest"]
     assert not state.exists()
     log = (tmp_path / "log.txt").read_text()
@@ -205,7 +206,7 @@ def test_single_process_helpers():
 def test_folder_split_rank_slices(tmp_path):
     from PIL import Image
 
-    from advlayers.core.datasets import FolderSplit
+    from advlayers.core.splits import FolderSplit
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()

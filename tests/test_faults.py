@@ -32,7 +32,8 @@ import torch
 import yaml
 
 from advlayers.tools import cli
-from advlayers.grid import conf, validate, vocabulary as vocab
+from advlayers.grid import conf, layout, validate, vocabulary as vocab
+from advlayers.grid.vocabulary import Setting
 from advlayers.core.attacks import AttackSpec, pgd
 from advlayers.core.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from advlayers.io import state_digest
@@ -41,13 +42,13 @@ from advlayers.core.recipes import get_recipe
 from advlayers.tools.verify import main as verify_main
 from advlayers.tools.verify import verify
 
-from conftest import REPO, TARGETS, copy_of, dry_run, snakemake
+from helpers import REPO, TARGETS, copy_of, dry_run, snakemake
 
 SRC = REPO / "src"
 CONFIG = ("--configfile", "tiny.yaml")
-CKPT = "results/checkpoints/digits/resnet18/seed0"
-EVALS = "results/evaluations/digits/resnet18/seed0"
-CUTOFF = "results/tables/cutoff.parquet"
+CONV, ADV = (Setting("digits", "resnet18", 0, p) for p in vocab.PRETRAININGS)
+CUTOFF = layout.table_path("cutoff")
+DATA = layout.data_path("digits")
 KEY = ["pretraining", "direction", "cutoff"]
 NUMBERS = ["cell", "clean_acc", "robust_acc", "checkpoint_digest"]
 
@@ -98,8 +99,22 @@ def cutoff_numbers(root: Path) -> pd.DataFrame:
     return table[KEY + NUMBERS].sort_values(KEY, key=lambda s: s.astype(str)).reset_index(drop=True)
 
 
-def log_of(root: Path, rule: str, name: str) -> str:
-    return (root / "logs" / rule / "digits" / "resnet18" / "seed0" / f"{name}.log").read_text()
+def cell_file(s: Setting, cell: str) -> str:
+    """A retrained cell of the tiny run (one cell per retraining group: the group's id is the cell's)."""
+    return layout.cell_path(s, cell, cell)
+
+
+def records(s: Setting, unit: str) -> str:
+    return layout.evaluation_paths(s, unit)[0]
+
+
+def outcomes(s: Setting, unit: str) -> str:
+    return layout.evaluation_paths(s, unit)[1]
+
+
+def eval_log(root: Path, records_path: str) -> str:
+    fields = layout.parse(records_path)[1]
+    return (root / layout.log_path("evaluate", f"{layout.job_id(layout.setting_of(fields))}/{fields['unit']}")).read_text()
 
 
 def one_problem(problems, path: str, kind: str | None = None):
@@ -117,28 +132,27 @@ def one_problem(problems, path: str, kind: str | None = None):
 #   adversarial m000011: its checkpoint is swapped for the conventional net's cell of the same name and arch.
 # While the recovery runs, a second Snakemake on the same folder is refused by the lock.
 
-ROT = f"{CKPT}/retrain_conventional_m100000"
-SWAP = f"{CKPT}/retrain_adversarial_m000011"
-STALE_STATE = "results/.state/digits/resnet18/seed0/retrain_conventional_m100000.pt"
-FORCED = [f"{EVALS}/retrain_conventional_m100000.json", f"{EVALS}/retrain_adversarial_m000011.json"]
+ROT = layout.group_dir(CONV, "m100000")
+SWAP = layout.group_dir(ADV, "m000011")
+STALE_STATE = layout.retrain_state(CONV, "m100000")
+FORCED = [records(CONV, "retrained_m100000"), records(ADV, "retrained_m000011")]
 
 
 def _plant_stale_state(root: Path) -> None:
     """A complete resume state of the conventional m100000 cell, trained from the other pretrained net."""
     from advlayers.core.datasets import load_prepared
-    from advlayers.core.training import retrain_cell
+    from advlayers.jobs.retrain import retrain_cell
 
     config = yaml.safe_load((root / "tiny.yaml").read_text())
-    other, _ = load_checkpoint(root / CKPT / "pretrain_adversarial.pt")
-    retrain_cell(other, load_prepared(root / "results/data/digits.pt"), "m100000",
-                 recipe=conf.recipe_params(config, "digits", retrain=True), mode="adversarial", seed=0, device="cpu",
-                 state_path=root / STALE_STATE, out=root / "stale_cell.pt",
-                 inputs={"data": root / "results/data/digits.pt"}, dataset_name="digits", pretraining="conventional")
+    other, _ = load_checkpoint(root / layout.pretrained_path(ADV))
+    retrain_cell(other, load_prepared(root / DATA), "m100000", setting=CONV,
+                 recipe=conf.recipe_params(config, "digits", retrain=True), device="cpu", state_path=root / STALE_STATE,
+                 out=root / "stale_cell.pt", inputs={"data": root / DATA})
     assert (root / STALE_STATE).is_file()
 
 
 def _eval_logs(root: Path) -> dict[str, str]:
-    return {Path(f).stem: log_of(root, "evaluate", Path(f).stem) for f in FORCED}
+    return {f: eval_log(root, f) for f in FORCED}
 
 
 def _verify_in_process(root: Path, *args) -> tuple[int, str]:
@@ -160,7 +174,7 @@ def silent(tiny_run, tmp_path_factory):
     flip_byte(root / ROT / "m100000.pt")
     swapped = root / SWAP / "m000011.pt"
     st = swapped.stat()
-    shutil.copyfile(root / CKPT / "retrain_conventional_m000011" / "m000011.pt", swapped)
+    shutil.copyfile(root / cell_file(CONV, "m000011"), swapped)
     os.utime(swapped, ns=(st.st_atime_ns, st.st_mtime_ns))
     _plant_stale_state(root)
     steps["dry_before"] = dry_run(root, *TARGETS, *CONFIG)
@@ -172,7 +186,7 @@ def silent(tiny_run, tmp_path_factory):
     steps["tables_after_failure"] = cutoff_numbers(root)
     steps["again"] = snakemake(root, *TARGETS, "--cores", "2", *CONFIG, "-k", check=False)
     steps["again_logs"] = _eval_logs(root)
-    steps["marker"] = (root / "results/.rebuild/cutoff.txt").read_text()
+    steps["marker"] = (root / layout.path("rebuild_marker", table="cutoff")).read_text()
     steps["verify2"] = _verify_in_process(root, "--configfile", "tiny.yaml")
     command = shlex.split(steps["verify2"][1].strip().splitlines()[-1].rsplit(": ", 1)[1])
     assert command[:2] == ["snakemake", "--cores"], command
@@ -182,8 +196,14 @@ def silent(tiny_run, tmp_path_factory):
     locks, deadline = root / ".snakemake" / "locks", time.monotonic() + 300
     while not (locks.is_dir() and any(locks.iterdir())) and recovery.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    # the recovery holds the lock: pause it there, so the second run meets the lock whatever the timing
     steps["raced"] = recovery.poll() is None
-    steps["second"] = snakemake(root, *TARGETS, "--cores", "1", *CONFIG, check=False)
+    if steps["raced"]:
+        recovery.send_signal(signal.SIGSTOP)
+    try:
+        steps["second"] = snakemake(root, *TARGETS, "--cores", "1", *CONFIG, check=False)
+    finally:
+        recovery.send_signal(signal.SIGCONT)
     steps["recovery"] = (recovery.wait(timeout=900), recovery.stdout.read())
     steps["verify3"] = snakemake(root, "verify", "--cores", "1", *CONFIG, check=False)
     steps["dry_after"] = dry_run(root, *TARGETS, *CONFIG)
@@ -212,8 +232,8 @@ def test_swapped_checkpoint_of_same_arch_is_refused_by_the_evaluation(silent):
     rc, out = steps["forced"]
     assert rc != 0 and out.count("Error in rule evaluate") == 2 and "Traceback" not in out
     logs = steps["forced_logs"]
-    assert "has pretraining='conventional', expected 'adversarial'" in logs["retrain_adversarial_m000011"]
-    assert "is corrupt: its weights do not match their recorded digest" in logs["retrain_conventional_m100000"]
+    assert "has pretraining='conventional', expected 'adversarial'" in logs[records(ADV, "retrained_m000011")]
+    assert "is corrupt: its weights do not match their recorded digest" in logs[records(CONV, "retrained_m100000")]
     assert steps["gone_after_failure"] == FORCED  # Snakemake deleted the failed jobs' outputs
 
 
@@ -225,7 +245,7 @@ def test_failed_evaluation_is_not_masked_on_the_next_run(silent):
     rc, out = steps["again"]
     assert rc != 0 and "Nothing to be done" not in out, out[-3000:]
     assert out.count("Error in rule evaluate") == 2, out[-3000:]
-    again = steps["again_logs"]["retrain_adversarial_m000011"]
+    again = steps["again_logs"][records(ADV, "retrained_m000011")]
     assert "has pretraining='conventional', expected 'adversarial'" in again
     assert all(f in steps["marker"] for f in FORCED)  # why the table job is back: its rebuild marker
     # nothing finished was lost: the old table stays until it can be rebuilt
@@ -237,7 +257,7 @@ def test_verify_names_the_missing_evaluations_and_one_command(silent):
     root, steps = silent
     rc, out = steps["verify2"]
     assert rc == 1
-    assert f"{EVALS}/retrain_conventional_m100000.json: missing: " in out
+    assert f"{records(CONV, 'retrained_m100000')}: missing: " in out
     command = steps["command"]
     assert command[:6] == ["snakemake", "--cores", "all", "all_figures", "--configfile", "tiny.yaml"]
     assert {ROT, SWAP, *FORCED} <= set(command[command.index("--forcerun") + 1:])
@@ -267,7 +287,7 @@ def test_stale_resume_state_after_a_pretraining_change_is_discarded(silent):
     """Item 1: the state made from the other pretrained net was not resumed (it would have saved that net's
     retrained weights under this cell's name); the cell was retrained from its own pretrained net."""
     root, steps = silent
-    log = (root / "logs/retrain/digits/resnet18/seed0/conventional_m100000.log").read_text()
+    log = (root / layout.log_path("retrain", f"{layout.job_id(CONV)}_then_adversarial/m100000")).read_text()
     assert f"discarding training state {STALE_STATE}: it belongs to another run (differs in start)" in log
     before = steps["before"]
     original = before[(before["pretraining"] == "conventional") & (before["cell"] == "m100000")]
@@ -283,13 +303,12 @@ def test_swapped_evaluation_file_is_refused_by_the_table(tiny_run, tmp_path):
     """Item 2, tables: an evaluation file copied over another's is a duplicate key, not a row (the failed
     table job's output is removed: no table rather than a wrong one)."""
     root = copy_of(tiny_run, tmp_path / "run")
-    evals = root / EVALS
-    shutil.copyfile(evals / "retrain_conventional_m100000.json", evals / "retrain_conventional_m000011.json")
+    shutil.copyfile(root / records(CONV, "retrained_m100000"), root / records(CONV, "retrained_m000011"))
     rc, out = snakemake(root, *TARGETS, "--cores", "2", *CONFIG, check=False)
     assert rc != 0 and "Error in rule table" in out and "Traceback" not in out
-    assert "rows share the key" in (root / "logs/table/cutoff.log").read_text()
+    assert "rows share the key" in (root / layout.log_path("table", "cutoff")).read_text()
     assert not (root / CUTOFF).exists()
-    assert one_problem(verify(root), f"{EVALS}/retrain_conventional_m000011.json", "swapped")
+    assert one_problem(verify(root), records(CONV, "retrained_m000011"), "swapped")
 
 
 @pytest.mark.slow
@@ -297,77 +316,75 @@ def test_deleted_evaluation_and_batch_rerun_only_what_is_missing(tiny_run, tmp_p
     """A deleted evaluation reruns it and the tables; a deleted batch folder under an existing evaluation
     reruns the retraining, its evaluation and the tables. A dry run changes nothing but the rebuild marker."""
     root = copy_of(tiny_run, tmp_path / "run")
-    (root / EVALS / "pretrain_adversarial.json").unlink()
-    shutil.rmtree(root / CKPT / "retrain_adversarial_m100000")
+    (root / records(ADV, "pretrained")).unlink()
+    shutil.rmtree(root / layout.group_dir(ADV, "m100000"))
     before = snapshot(root)
     jobs = dry_run(root, *TARGETS, *CONFIG)
     assert snapshot(root) == before
     assert set(jobs) == {"retrain", "evaluate", "table", "figure", "claims", "all_figures"}
-    assert jobs["retrain"] == [f"{CKPT}/retrain_adversarial_m100000"]
-    assert sorted(jobs["evaluate"]) == sorted([f"{EVALS}/pretrain_adversarial.json",
-                                               f"{EVALS}/pretrain_adversarial.outcomes.parquet",
-                                               f"{EVALS}/retrain_adversarial_m100000.json",
-                                               f"{EVALS}/retrain_adversarial_m100000.outcomes.parquet"])
+    assert jobs["retrain"] == [layout.group_dir(ADV, "m100000")]
+    assert sorted(jobs["evaluate"]) == sorted([*layout.evaluation_paths(ADV, "pretrained"),
+                                               *layout.evaluation_paths(ADV, "retrained_m100000")])
     paths = {p.path: p for p in verify(root)}
-    assert paths[f"{EVALS}/pretrain_adversarial.json"].kind == "missing"
-    assert paths[f"{CKPT}/retrain_adversarial_m100000/m100000.pt"].target == f"{CKPT}/retrain_adversarial_m100000"
+    assert paths[records(ADV, "pretrained")].kind == "missing"
+    assert paths[cell_file(ADV, "m100000")].target == layout.group_dir(ADV, "m100000")
 
 
 # --------------------------------------------------------------------------- verify: each damage named
 
 
 def _nan_weights(root):
-    path = root / CKPT / "retrain_adversarial_m000011" / "m000011.pt"
+    path = root / cell_file(ADV, "m000011")
     payload = torch.load(path, weights_only=True)
     name = next(k for k, v in payload["model"].items() if v.is_floating_point())
     payload["model"][name].view(-1)[0] = float("nan")
     payload["digest"] = state_digest(payload["model"])  # only the NaN is wrong
     torch.save(payload, path)
-    return f"{CKPT}/retrain_adversarial_m000011/m000011.pt", "corrupt", "NaN/Inf", f"{CKPT}/retrain_adversarial_m000011"
+    return cell_file(ADV, "m000011"), "corrupt", "NaN/Inf", layout.group_dir(ADV, "m000011")
 
 
 def _other_arch(root):
-    path = root / CKPT / "pretrain_conventional.pt"
+    path = root / layout.pretrained_path(CONV)
     save_checkpoint(path, build_model("vgg11_bn", 10, 32, seed=0, width=0.25), dataset="digits", seed=0, epoch=1,
                     pretraining="conventional", retraining="none", cell="pretrained", retrained_modules=[])
-    return f"{CKPT}/pretrain_conventional.pt", "swapped", "arch='vgg11_bn'", None
+    return layout.pretrained_path(CONV), "swapped", "arch='vgg11_bn'", None
 
 
 def _other_dataset(root):
-    path = root / CKPT / "pretrain_adversarial.pt"
+    path = root / layout.pretrained_path(ADV)
     payload = torch.load(path, weights_only=True)
     payload["dataset"] = "mnist5k"
     torch.save(payload, path)
-    return f"{CKPT}/pretrain_adversarial.pt", "swapped", "dataset='mnist5k'", None
+    return layout.pretrained_path(ADV), "swapped", "dataset='mnist5k'", None
 
 
 def _swapped_pretrained(root):
-    shutil.copy2(root / CKPT / "pretrain_conventional.pt", root / CKPT / "pretrain_adversarial.pt")
-    return f"{CKPT}/pretrain_adversarial.pt", "swapped", "pretraining='conventional'", None
+    shutil.copy2(root / layout.pretrained_path(CONV), root / layout.pretrained_path(ADV))
+    return layout.pretrained_path(ADV), "swapped", "pretraining='conventional'", None
 
 
 def _truncated(root):
-    path = root / CKPT / "init_adversarial.pt"
+    path = root / layout.initial_path(ADV)
     path.write_bytes(path.read_bytes()[:1000])
-    return f"{CKPT}/init_adversarial.pt", "corrupt", "corrupt or not an advlayers checkpoint", None
+    return layout.initial_path(ADV), "corrupt", "corrupt or not an advlayers checkpoint", None
 
 
 def _flipped(root):
-    flip_byte(root / CKPT / "pretrain_conventional.pt")
-    return f"{CKPT}/pretrain_conventional.pt", "corrupt", "recorded digest", None
+    flip_byte(root / layout.pretrained_path(CONV))
+    return layout.pretrained_path(CONV), "corrupt", "recorded digest", None
 
 
 def _deleted_evaluation(root):
-    (root / EVALS / "pretrain_conventional.json").unlink()
-    return f"{EVALS}/pretrain_conventional.json", "missing", CUTOFF, None
+    (root / records(CONV, "pretrained")).unlink()
+    return records(CONV, "pretrained"), "missing", CUTOFF, None
 
 
 def _tampered_record(root):
-    path = root / EVALS / "pretrain_conventional.json"
+    path = root / records(CONV, "pretrained")
     data = json.loads(path.read_text())
     data["records"][0]["robust_acc"] = 0.99
     path.write_text(json.dumps(data))
-    return CUTOFF, "stale", f"{EVALS}/pretrain_conventional.json", None
+    return CUTOFF, "stale", records(CONV, "pretrained"), None
 
 
 def _corrupt_table(root):
@@ -377,19 +394,18 @@ def _corrupt_table(root):
 
 
 def _swapped_outcomes(root):
-    shutil.copyfile(root / EVALS / "pretrain_conventional.outcomes.parquet",
-                    root / EVALS / "pretrain_adversarial.outcomes.parquet")
-    return f"{EVALS}/pretrain_adversarial.outcomes.parquet", None, "", None
+    shutil.copyfile(root / outcomes(CONV, "pretrained"), root / outcomes(ADV, "pretrained"))
+    return outcomes(ADV, "pretrained"), None, "", None
 
 
 def _changed_data(root):
-    flip_byte(root / "results/data/digits.pt", 0.6)
-    return "results/data/digits.pt", None, "", None
+    flip_byte(root / DATA, 0.6)
+    return DATA, None, "", None
 
 
 def _deleted_batch(root):
-    shutil.rmtree(root / CKPT / "retrain_conventional_m000011")
-    return f"{CKPT}/retrain_conventional_m000011/m000011.pt", "missing", "", f"{CKPT}/retrain_conventional_m000011"
+    shutil.rmtree(root / layout.group_dir(CONV, "m000011"))
+    return cell_file(CONV, "m000011"), "missing", "", layout.group_dir(CONV, "m000011")
 
 
 DAMAGES = [_flipped, _truncated, _nan_weights, _swapped_pretrained, _other_arch, _other_dataset,
@@ -420,7 +436,7 @@ def test_verify_cli_clean_json_and_each_file_hashed_once(tiny_run, tmp_path, mon
     _flipped(root)
     assert verify_main(["--root", str(root), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert not report["consistent"] and report["problems"][0]["path"] == f"{CKPT}/pretrain_conventional.pt"
+    assert not report["consistent"] and report["problems"][0]["path"] == layout.pretrained_path(CONV)
     assert report["command"].startswith("snakemake --cores all all_figures --forcerun ")
     assert cli.main(["verify", "--root", str(tmp_path / "nowhere")]) == 2
     assert_one_line(capsys.readouterr().err, "advlayers: error:", "nothing to verify")
@@ -449,7 +465,7 @@ def test_checkpoint_of_another_arch_or_dataset_is_refused(tiny_run, tmp_path, ca
     # a net of another shape than the data: the command says so
     save_checkpoint(tmp_path / "c100.pt", build_model("resnet18", 100, 32, width=0.25), dataset="cifar100", seed=0,
                     epoch=1, pretraining="conventional", retraining="none", cell="pretrained", retrained_modules=[])
-    assert cli.main(["eval", str(tmp_path / "c100.pt"), "--data", str(root / "results/data/digits.pt"),
+    assert cli.main(["eval", str(tmp_path / "c100.pt"), "--data", str(root / DATA),
                      "--eps", "8/255", "--steps", "1", "--n", "8"]) == 2
     assert_one_line(capsys.readouterr().err, "has 100 classes, dataset digits has 10")
 
@@ -497,17 +513,12 @@ def test_images_in_0_255_are_refused(digits, narrow_net):
 
 
 def _config_error(edit):
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    from advlayers.core.recipes import PRESETS
-
     config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
     edit(config)
     try:  # what workflow/rules/common.smk does, in this order, before building any job
-        validate(config, str(REPO / "config" / "schema.yaml"))
-        validate.check(config, tuple(PRESETS), root_exists=validate.check_root)
-    except (WorkflowError, vocab.ConfigError) as e:
+        validate.apply_schema(config)
+        validate.check(config, root_exists=validate.check_root)
+    except vocab.ConfigError as e:
         return str(e)
     raise AssertionError("the config was accepted")
 
@@ -554,7 +565,7 @@ def test_every_artifact_writer_applies_the_umask(tmp_path, digits):
                    "meta": {"format": FORMAT, "modules": []}}
     writers = {
         "data.pt": lambda p: prepare_dataset("digits", None, p),
-        "ckpt.pt": lambda p: save_checkpoint(p, net, dataset="digits", seed=0, epoch=0, cell="init"),
+        "ckpt.pt": lambda p: save_checkpoint(p, net, dataset="digits", seed=0, epoch=0, cell="initial"),
         "state.pt": lambda p: save_torch(p, {"epoch": 1}),
         "record.json": lambda p: write_json(p, {"records": []}),
         "table.parquet": lambda p: write_parquet(p, pd.DataFrame({"a": [1]}), metadata={"inputs": {}}),
@@ -622,11 +633,11 @@ def test_read_only_results_folder(tiny_run, tmp_path):
     assert rc != 0 and "Write-protected output files for rule" in out and "Traceback" not in out, out[-3000:]
     assert not re.search(r"^(local)?rule \w+:$", out, re.M) and snapshot(root) == before
     # a missing table part (the rebuild marker must be written): the same, one line
-    (root / EVALS / "pretrain_adversarial.json").unlink()
+    (root / records(ADV, "pretrained")).unlink()
     rc, out = _read_only(root, [sys.executable, "-m", "snakemake", *TARGETS, "--cores", "1", *CONFIG])
     assert rc != 0 and "the workflow needs a writable results folder" in out, out[-3000:]
     rc, out = _read_only(root, [sys.executable, "-m", "advlayers", "verify"])
-    assert rc == 1 and f"{EVALS}/pretrain_adversarial.json: missing" in out, out
+    assert rc == 1 and f"{records(ADV, 'pretrained')}: missing" in out, out
 
 
 @pytest.mark.slow
@@ -634,8 +645,8 @@ def test_ctrl_c_on_pretraining_saves_the_state_and_the_rerun_completes(tiny_run,
     """Ctrl-C (SIGINT) on `advlayers pretrain`: the batch finishes, the state is saved, one line, status 130;
     the same command again resumes and writes the checkpoint."""
     state, out, log = tmp_path / "state.pt", tmp_path / "net.pt", tmp_path / "pretrain.log"
-    args = [sys.executable, "-m", "advlayers", "pretrain", "--data", tiny_run / "results/data/digits.pt",
-            "--arch", "resnet18", "--mode", "adversarial", "--recipe", "mnist5k-demo", "--width", "0.25", "--seed", "0",
+    args = [sys.executable, "-m", "advlayers", "pretrain", "--data", tiny_run / DATA,
+            "--arch", "resnet18", "--pretraining", "adversarial", "--recipe", "mnist5k-demo", "--width", "0.25", "--seed", "0",
             "--device", "cpu", "--threads", "1", "--state", state, "--out", out, "--initial", tmp_path / "init.pt",
             "--logfile", log, "--override=epochs=4", "--override=train_subset=192", "--override=batch_size=32",
             "--override=precision='fp32'"]

@@ -3,13 +3,12 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from advlayers.analyses.reinit import divergence
-from advlayers.analyses.reinit import features
+from advlayers.analyses import divergence
+from advlayers.analyses import features
 from advlayers.core.attacks import AttackSpec, perturb
 from advlayers.analyses.divergence import cluster_auroc, detector_test, feature_divergence, image_split, mmd_test
 from advlayers.analyses.embedding import EMBED_METHODS, embed, embed_clean_adv
@@ -71,12 +70,12 @@ def _activation(model, module, x):
 
 
 def test_modules_import_without_torch_and_without_cycles():
-    code = ("import sys; import advlayers.analyses.divergence, advlayers.embedding, advlayers.features; "
+    code = ("import sys; import advlayers.analyses.divergence, advlayers.analyses.embedding, advlayers.analyses.features; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
     for order in (("features", "embedding", "divergence"), ("divergence", "embedding", "features")):
         # a cycle shows up as an ImportError for some import orders only
-        code = "; ".join(f"import advlayers.{name}" for name in order)
+        code = "; ".join(f"import advlayers.analyses.{name}" for name in order)
         subprocess.run([sys.executable, "-c", code], check=True)
     assert EMBED_METHODS == ("tsne", "umap", "trimap")
 

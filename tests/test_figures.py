@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advlayers.report import figures
-from advlayers.report.stats import wilson
+from advlayers.grid import vocabulary as vocab
+from advlayers.report.figures import FIGURES, save_figure
+from advlayers.report.figures.module_subsets import module_summary
+from advlayers.report.figures.style import COLUMN_WIDTH, FULL_WIDTH
+from advlayers.stats import wilson
 
 matplotlib.use("Agg")
 
@@ -233,7 +236,7 @@ def drawn():
     """kind -> figure, drawn once (canvas drawn, so window extents are final)."""
     out = {}
     for name, kind, data, info in [(k, k, d, i) for k, d, i in all_figures()] + variants():
-        fig = figures.FIGURES[kind](data, info)
+        fig = FIGURES[kind](data, info)
         fig.canvas.draw()
         out[name] = fig
     yield out
@@ -241,7 +244,7 @@ def drawn():
         matplotlib.pyplot.close(fig)
 
 
-KINDS = list(figures.FIGURES)
+KINDS = list(FIGURES)
 NAMES = KINDS + [v[0] for v in variants()]
 
 
@@ -256,7 +259,7 @@ def test_every_kind_has_a_figure():
 @pytest.mark.parametrize("kind", NAMES)
 def test_paper_width_and_font_sizes(drawn, kind):
     fig = drawn[kind]
-    assert fig.get_figwidth() in (figures.FULL_WIDTH, figures.COLUMN_WIDTH)
+    assert fig.get_figwidth() in (FULL_WIDTH, COLUMN_WIDTH)
     assert fig.get_figheight() < 9.0
     sizes = {t.get_text()[:30]: t.get_fontsize() for t in _texts(fig)}
     bad = {t: s for t, s in sizes.items() if not 6 <= s <= 9}
@@ -334,7 +337,7 @@ def test_module_subsets_title_states_the_number_of_subsets(drawn):
 
 def test_module_summary_semantics():
     table = module_subsets_table(n_subsets=20)
-    summary = figures.module_summary(table)
+    summary = module_summary(table)
     assert list(summary.columns) == ["pretraining", "module", "membership", "metric", "median", "q25", "q75", "n"]
     assert set(summary["pretraining"]) == {"conventional", "adversarial"}
     conv = summary[summary["pretraining"] == "conventional"]
@@ -344,6 +347,46 @@ def test_module_summary_semantics():
     # the synthetic pattern: adversarially retraining m0 buys robustness
     m0 = conv[(conv["module"] == "m0") & (conv["metric"] == "robust_acc")].set_index("membership")["median"]
     assert m0["included"] > m0["excluded"]
+
+
+def test_module_summary_medians_any_mask_form_and_grouping():
+    """The one Fig. 6 summary: medians and quartiles over the subsets with / without each module, the same from a
+    bitmask, from a bitmask whose leading zeros a CSV reader dropped and from module names; grouped by `by`."""
+    rng = np.random.default_rng(0)
+    subsets = [vocab.mask_modules(mask) for mask in vocab.all_subsets()]
+    rows = [{"dataset": dataset, "pretraining": pretraining, "retrained_modules": ",".join(s) or "none",
+             "clean_acc": rng.uniform(0.8, 0.9), "robust_acc": (0.5 if "m0" in s else 0.1) + rng.uniform(0, 0.01)}
+            for dataset in ("d1", "d2") for pretraining in ("adversarial", "conventional") for s in subsets]
+    df = pd.DataFrame(rows)
+    summary = module_summary(df, by=["dataset", "pretraining"])
+    assert list(summary.columns) == ["dataset", "pretraining", "module", "membership", "metric", "median", "q25",
+                                     "q75", "n"]
+    assert len(summary) == 2 * 2 * 6 * 2 * 2 and set(summary["n"]) == {32}
+    assert list(pd.unique(summary["pretraining"])) == ["conventional", "adversarial"]  # the usual order
+    for _, row in summary.iterrows():
+        group = df[(df["dataset"] == row["dataset"]) & (df["pretraining"] == row["pretraining"])]
+        has = group["retrained_modules"].str.contains(row["module"])
+        values = group.loc[has if row["membership"] == "included" else ~has, row["metric"]].to_numpy()
+        assert row["median"] == pytest.approx(np.median(values))
+        assert row["q25"] == pytest.approx(np.percentile(values, 25))
+        assert row["q75"] == pytest.approx(np.percentile(values, 75))
+    m0 = summary[(summary.module == "m0") & (summary.metric == "robust_acc") & (summary.dataset == "d1")
+                 & (summary.pretraining == "adversarial")].set_index("membership")["median"]
+    assert m0["included"] > 0.5 > m0["excluded"]
+    # a bitmask column, the same bitmasks read back as integers ('001000' -> 1000) and 'm0+m2' strings agree
+    masks = [vocab.module_mask(s) for s in subsets] * 4
+    by_mask = df.assign(subset=masks).drop(columns="retrained_modules")
+    for same in (by_mask, by_mask.assign(subset=by_mask["subset"].astype(int)),
+                 df.assign(retrained_modules=df["retrained_modules"].str.replace(",", "+"))):
+        pd.testing.assert_frame_equal(module_summary(same, by=["dataset", "pretraining"]), summary)
+    # no grouping: one group (the 4 rows of a subset, 2 datasets x 2 pretrainings, averaged first)
+    pooled = module_summary(df, by=())
+    assert list(pooled.columns) == ["module", "membership", "metric", "median", "q25", "q75", "n"]
+    assert set(pooled["n"]) == {32}
+    with pytest.raises(ValueError, match="subset"):
+        module_summary(df.drop(columns="retrained_modules"))
+    with pytest.raises(ValueError, match="missing column.*robust_acc"):
+        module_summary(df.drop(columns="robust_acc"))
 
 
 def test_reinit_ticks_are_torchvision_layer_names(drawn):
@@ -364,9 +407,9 @@ def test_divergence_marks_significant_mmd(drawn):
 
 def test_save_figure_png_and_pdf_truetype(tmp_path):
     for kind, data, info in all_figures():
-        fig = figures.FIGURES[kind](data, info)
+        fig = FIGURES[kind](data, info)
         png, pdf = tmp_path / f"{kind}.png", tmp_path / f"{kind}.pdf"
-        figures.save_figure(fig, png, pdf)
+        save_figure(fig, png, pdf)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000, kind
         raw = pdf.read_bytes()
         assert raw[:5] == b"%PDF-" and len(raw) > 5_000, kind
@@ -383,9 +426,9 @@ def test_save_figure_png_and_pdf_truetype(tmp_path):
 
 def test_one_pretraining_is_one_column(drawn):
     for name in ("layer_cutoff_one_column", "module_subsets_one_column"):
-        assert drawn[name].get_figwidth() == figures.COLUMN_WIDTH, name
+        assert drawn[name].get_figwidth() == COLUMN_WIDTH, name
     for name in ("cutoff", "layer_cutoff", "module_subsets", "reinit", "features", "feature_divergence"):
-        assert drawn[name].get_figwidth() == figures.FULL_WIDTH, name
+        assert drawn[name].get_figwidth() == FULL_WIDTH, name
 
 
 # --------------------------------------------------------------------------- the report's caption

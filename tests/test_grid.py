@@ -1,5 +1,6 @@
-"""advlayers.grid: the vocabulary matches the library, cells are canonical and shared, batches are stable, and
-the cost model, the workflow and the grid agree on every job."""
+"""advlayers.grid: the vocabulary matches the library, cells are canonical and shared, groups are stable, every
+path and id is built and parsed by the layout alone, and the cost model, the workflow and the grid agree on every
+job."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 import yaml
 
 from advlayers.tools import cost
-from advlayers.grid import plan, validate, vocabulary as vocab
+from advlayers.grid import conf, layout, plan, validate, vocabulary as vocab
 from advlayers.core.models import build_model, layers
 from advlayers.core.recipes import PRESETS, Recipe
 
-from conftest import REPO, snakemake
+from helpers import REPO, snakemake
 
 DEMO = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -23,7 +24,8 @@ def test_grid_imports_no_torch():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "import sys, advlayers.grid, advlayers.recipes, advlayers.cost; "
+    out = subprocess.run([sys.executable, "-c", "import sys, advlayers.grid.plan, advlayers.grid.validate, "
+                          "advlayers.grid.rebuild, advlayers.core.recipes, advlayers.tools.cost, advlayers; "
                           "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -35,10 +37,10 @@ def test_module_layers_match_the_models():
 
 
 def test_schema_enums_match_the_grid():
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    schema = conf.schema()
     ds = schema["definitions"]["dataset"]["properties"]
     assert ds["archs"]["items"]["enum"] == list(vocab.ARCHS)
-    assert sorted(ds["recipe"]["enum"]) == sorted(PRESETS)
+    assert sorted(ds["recipe"]["enum"]) == sorted(PRESETS) == sorted(vocab.RECIPES)
     assert schema["properties"]["datasets"]["propertyNames"]["enum"] == list(vocab.DATASETS)
     assert set(schema["properties"]["analyses"]["properties"]) == set(vocab.ANALYSES)
     from dataclasses import fields
@@ -76,50 +78,79 @@ def test_cells_are_shared_between_figures():
     assert len(vgg) == 11
 
 
-def test_batches_are_stable_when_cells_are_added():
-    config = {**DEMO, "batching": {"jobs_per_setting": 3}}
+def test_groups_are_stable_when_cells_are_added():
+    config = {**DEMO, "grouping": {"jobs_per_net": 3}}
     before = plan.groups(config)
     more = {**config, "cutoffs": {"before": [1, 2, 3, 4, 6], "after": [1, 2, 3, 4]}}
     after = plan.groups(more)
     setting = vocab.Setting("mnist5k", "resnet18", 0, "adversarial")
     changed = [b for b in after[setting] if after[setting][b] != before[setting].get(b)]
     assert len(changed) == 1 and "m111100" in after[setting][changed[0]]
-    assert plan.groups({**DEMO, "batching": {}})[setting] == {c: [c] for c in plan.cells(DEMO)[setting]}
+    assert plan.groups({**DEMO, "grouping": {}})[setting] == {c: [c] for c in plan.cells(DEMO)[setting]}
 
 
-def test_cutoff_figure_needs_only_its_own_batches():
-    """With batching, `snakemake fig2` trains the cut-off figure's cells only; Fig. 5/6's other cells are in
+def test_cutoff_figure_needs_only_its_own_groups():
+    """With grouping, `snakemake fig2` trains the cut-off figure's cells only; Fig. 5/6's other cells are in
     their own jobs, which the cut-off tables do not read."""
     setting = vocab.Setting("mnist5k", "resnet18", 0, "conventional")
     groups = plan.groups(DEMO)[setting]
     figure = plan.figure_cells(DEMO, setting)
-    assert {c for b, cells in groups.items() if b.startswith("batch") for c in cells} == figure
-    analysis_only = {c for b, cells in groups.items() if b.startswith("analysis") for c in cells}
+    assert {c for g, cells in groups.items() if layout.group_kind(g) == "cutoff" for c in cells} == figure
+    analysis_only = {c for g, cells in groups.items() if layout.group_kind(g) == "analysis" for c in cells}
     assert analysis_only and not analysis_only & figure and "l0-3" in analysis_only
     for table in ("cutoff", "cutoff_mnist5k"):
-        assert not [p for p in plan.table_inputs(DEMO, table) if "_analysis" in p]
-    assert [p for p in plan.table_inputs(DEMO, "layer_cutoff") if "_analysis" in p]
+        assert not [p for p in plan.table_inputs(DEMO, table) if "analysis_nets" in p]
+    assert [p for p in plan.table_inputs(DEMO, "layer_cutoff") if "analysis_nets" in p]
     assert "results/claims/cutoff_mnist5k.md" in plan.named_figure(DEMO, "fig2")
 
 
-def test_batched_evaluation_is_one_job_per_kind_of_batch():
-    """With batching, a net's cells are evaluated in one job with the pretrained net (the cut-off figure's
-    batches) and one more (the analysis batches): every net once, fig2 without analysis cells. Without
-    batching, one job per pretrained net and per cell, as before."""
+def test_grouped_evaluation_is_one_job_per_kind_of_group():
+    """With grouping, a net's cells are evaluated in one job with the pretrained net (the cut-off figure's
+    groups) and one more (the analysis groups): every net once, fig2 without analysis cells. Without grouping,
+    one job per pretrained net and per cell."""
     for setting, groups in plan.groups(DEMO).items():
         units = plan.evaluation_units(DEMO, setting)
-        p = setting.pretraining
-        assert sorted(m for members in units.values() for m in members) == sorted(["pretrain", *groups])
-        assert set(units[f"nets_{p}_cutoff"]) == {"pretrain"} | {b for b in groups if b.startswith("batch")}
-        assert set(units.get(f"nets_{p}_analysis", [])) == {b for b in groups if b.startswith("analysis")}
+        assert sorted(c for cells in units.values() for c in cells) == sorted(
+            ["pretrained", *(c for cells in groups.values() for c in cells)])
+        assert set(units["cutoff_nets"]) == {"pretrained"} | {
+            c for g, cells in groups.items() if layout.group_kind(g) == "cutoff" for c in cells}
+        assert set(units.get("analysis_nets", [])) == {
+            c for g, cells in groups.items() if layout.group_kind(g) == "analysis" for c in cells}
     s = vocab.Setting("mnist5k", "resnet18", 0, "adversarial")
-    unbatched = {**DEMO, "batching": {}}
-    assert plan.evaluation_units(unbatched, s) == {"pretrain_adversarial": ["pretrain"],
-                                                   **{f"retrain_adversarial_{c}": [c] for c in plan.cells(DEMO)[s]}}
-    with pytest.raises(vocab.ConfigError, match="nets_adversarial_cutoff"):
-        grid.evaluation_members(DEMO, s, "pretrain_adversarial")
+    single = {**DEMO, "grouping": {}}
+    assert plan.evaluation_units(single, s) == {"pretrained": ["pretrained"],
+                                                **{f"retrained_{c}": [c] for c in plan.cells(DEMO)[s]}}
+    with pytest.raises(vocab.ConfigError, match="cutoff_nets"):
+        plan.evaluation_cells(DEMO, s, "pretrained")
     n_cells = sum(len(c) for c in plan.cells(DEMO).values())
-    assert plan.job_counts(DEMO)["evaluate"] == 3 and plan.job_counts(unbatched)["evaluate"] == 2 + n_cells
+    assert plan.job_counts(DEMO)["evaluate"] == 3 and plan.job_counts(single)["evaluate"] == 2 + n_cells
+
+
+def test_layout_parses_every_path_it_builds():
+    """Every artifact path the grid expands the configs to is parsed back to its kind and fields by the one
+    layout module (what `verify` reads), and paths of one kind never parse as another."""
+    for config in (DEMO, PAPER):
+        for s in plan.settings(config):
+            identity = {**s.identity()}
+            built = {"pretrained": layout.pretrained_path(s), "initial": layout.initial_path(s),
+                     "reinit": layout.reinit_path(s), "activations": layout.activations_path(s),
+                     "divergence": layout.divergence_path(s), "embedding": layout.embedding_path(s, "umap")}
+            for kind, path in built.items():
+                assert layout.parse(path) == (kind, {**identity, **({"method": "umap"} if kind == "embedding" else {})})
+            for unit in plan.evaluation_units(config, s):
+                records, outcomes = layout.evaluation_paths(s, unit)
+                assert layout.parse(records) == ("evaluation", {**identity, "unit": unit})
+                assert layout.parse(outcomes) == ("outcomes", {**identity, "unit": unit})
+                for cell, checkpoint in plan.evaluated_checkpoints(config, s, unit).items():
+                    assert layout.unit_holds(unit, checkpoint)
+        for s, groups in plan.groups(config).items():
+            for group, cells in groups.items():
+                for cell in cells:
+                    kind, fields = layout.parse(layout.cell_path(s, group, cell))
+                    assert kind == "cell" and fields["group"] == group and fields["cell"] == cell
+                    assert fields["retraining"] == s.retraining
+    assert layout.parse("results/checkpoints/digits/resnet18/seed0/conventional_then_conventional/m100000/m100000.pt") is None
+    assert not layout.unit_holds("analysis_nets", "results/checkpoints/d/a/seed0/conventional/pretrained.pt")
 
 
 def test_table_coordinates_name_every_cell():
@@ -142,7 +173,7 @@ def _job_stats(root, *config_args) -> dict[str, int]:
 def test_cost_model_and_workflow_agree_on_every_job(repo_copy, configfile):
     stats = _job_stats(repo_copy, "--configfile", configfile)
     config = yaml.safe_load((REPO / configfile).read_text())
-    assert cost.job_counts(config) == {rule: stats.get(rule, 0) for rule in cost.STAGES}
+    assert cost.job_counts(config) == {rule: stats.get(rule, 0) for rule in cost.RULES}
     assert plan.job_counts(config)["retrain"] == sum(len(b) for b in plan.groups(config).values())
 
 
@@ -157,7 +188,19 @@ def test_validate_names_the_key(edit, message):
     config = copy.deepcopy(DEMO)
     edit(config)
     with pytest.raises(vocab.ConfigError, match=message):
-        validate.check(config, tuple(PRESETS))
+        validate.check(config)
+
+
+def test_schema_holds_every_default():
+    """The accessors read their defaults from the schema: a config that leaves keys out gets the schema's."""
+    config = validate.apply_schema(yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text()))
+    assert config["grouping"] == {"jobs_per_net": None, "analysis_apart": True}
+    assert conf.eval_settings(config, "digits")["attack"] == conf.default("datasets", "*", "eval", "attack") == "pgd"
+    bare = {"datasets": {"digits": {"archs": ["resnet18"], "recipe": "cifar10", "eval": {"eps": 0.1}}}}
+    assert conf.eval_settings(bare, "digits")["batch_size"] == 256 and conf.seeds(bare) == [0]
+    with pytest.raises(vocab.ConfigError, match="config error: datasets.digits.eval.eps"):
+        validate.apply_schema({"datasets": {"digits": {"archs": ["resnet18"], "recipe": "cifar10",
+                                                       "eval": {"eps": 3}}}, "cutoffs": {"before": [1], "after": [1]}})
 
 
 def test_missing_dataset_root_is_named(tmp_path):

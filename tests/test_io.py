@@ -19,7 +19,7 @@ from advlayers.io import (
 )
 from advlayers.core.models import build_model
 
-from conftest import WIDTH
+from helpers import WIDTH
 
 
 @contextlib.contextmanager

@@ -5,12 +5,13 @@ import torch
 from torch import nn
 
 from advlayers.grid import vocabulary as vocab
+from advlayers.grid.vocabulary import ARCHS
 from advlayers._torchvision import torchvision
 from advlayers.core.models import (
-    ARCHS, MODULE_NAMES, Normalize, build_model, layers, module_names_for_cutoff, split_modules,
+    MODULE_NAMES, Normalize, build_model, layers, module_names_for_cutoff, split_modules,
 )
 
-from conftest import WIDTH
+from helpers import WIDTH
 
 RESNET18_NAMES = (
     ["conv1"]
@@ -199,7 +200,7 @@ def test_bad_direction_and_arch():
 
 
 def test_register_own_arch():
-    from advlayers import models
+    from advlayers.core import models
 
     def tiny(name, num_classes):
         block = lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),

@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from advlayers.core.checkpoints import load_checkpoint
 from advlayers.core.datasets import load_prepared, prepare_dataset
 from advlayers.core.recipes import get_recipe
-from advlayers.core.models import ModelSpec, ModularNet, Normalize
 from advlayers.core.resume import PREEMPT_SIGNALS, Preempted
 from advlayers.core.training import pretrain, train
 
-from conftest import tiny_recipe, small_net
+from helpers import tiny_recipe, small_net
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

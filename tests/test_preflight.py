@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from snakemake.utils import update_config
 
 from advlayers.grid import conf, layout, plan, vocabulary as vocab
+from advlayers.grid.vocabulary import Setting
 from advlayers.core.checkpoints import save_checkpoint
 from advlayers.core.models import build_model
 from advlayers.tools.preflight import RULES, checklist, expected_outputs, pretrain_benchmark
 from advlayers.tools.verify import verify
-from conftest import REPO, copy_repo, dry_run, fake_paper_roots, snakemake
+from helpers import REPO, copy_repo, dry_run, fake_paper_roots, snakemake
 
 PAPER = ("--configfile", "config/paper.yaml", "config/preflight.yaml")
 INCLUDE = 'include: "workflow/rules/preflight.smk"'
@@ -57,13 +57,13 @@ def test_overlay_keeps_every_dataset_arch_and_analysis():
         assert dcfg["archs"] == paper["datasets"][ds]["archs"]
         for key in ("recipe_overrides", "retrain_overrides"):
             assert dcfg[key]["epochs"] == 1 and dcfg[key]["train_subset"] == 256
-        ev = conf.eval_params(config, ds)
+        ev = conf.eval_settings(config, ds)
         assert ev["n"] == 64 and ev["steps"] == 10 and ev["eps"] == paper["datasets"][ds]["eval"]["eps"]
         assert ev["step_size"] == pytest.approx(ev["eps"] / 4)
-        assert conf.autoattack_params(config, ds)["n"] <= ev["n"]  # AutoAttack's images are PGD's first ones
+        assert conf.autoattack_eval_settings(config, ds)["n"] <= ev["n"]  # AutoAttack's images are PGD's first ones
     assert conf.resources(config, "imagenet", "pretrain", "gpu", 1) == 2
-    assert config["batching"] == {"jobs_per_setting": 1, "analysis_jobs_apart": False}
-    assert conf.eval_params(config, "cifar10", "reinit")["n"] == 64
+    assert config["grouping"] == {"jobs_per_net": 1, "analysis_apart": False}
+    assert conf.eval_settings(config, "cifar10", "reinit")["n"] == 64
     features = config["analyses"]["features"]
     assert (features["n_images"], features["vectors_per_image"], features["embedding"]["max_points"]) == (32, 10, 1000)
 
@@ -85,13 +85,13 @@ def test_preflight_dag_is_the_paper_dag_with_one_retraining_job_per_net(paper_co
     assert len(jobs["pretrain"]) == 2 * len(settings)  # model + epoch-0 weights
     retrain_outputs = jobs["retrain"]
     assert len(retrain_outputs) == len(settings) == 18  # one retraining job per pretrained net
-    assert all(o.endswith("_batch0") for o in retrain_outputs)
-    # records + outcomes of one evaluation job per pretrained net (with batching: the net and its batch at once)
+    assert all(layout.parse(o) == ("group", {**layout.parse(o)[1], "group": "cutoff0"}) for o in retrain_outputs)
+    # records + outcomes of one evaluation job per pretrained net (with grouping: the net and its group at once)
     assert len(jobs["evaluate"]) == 2 * len(settings)
-    assert all("/nets_" in o and "_cutoff." in o for o in jobs["evaluate"])
-    # every file the checklist expects is an output of some job of the dry run (batch folders hold the cells)
+    assert all(layout.parse(o)[1]["unit"] == "cutoff_nets" for o in jobs["evaluate"])
+    # every file the checklist expects is an output of some job of the dry run (group folders hold the cells)
     planned = {o for outs in jobs.values() for o in outs}
-    assert {p for files in expected.values() for p in files if not p.endswith(".pt") or "/retrain_" not in p} <= planned
+    assert {p for files in expected.values() for p in files if not layout.parse(p, ("cell",))} <= planned
 
 
 def test_imagenet_pretraining_asks_for_two_gpus(paper_copy):
@@ -198,19 +198,19 @@ def test_cpu_preflight_checklist_all_ok(cpu_run):
 
 @pytest.mark.slow
 def test_verify_reads_batched_evaluations(cpu_run, tmp_path):
-    """A batched run evaluates each pretrained net with its batch in one file: verify finds it consistent, and
-    names a record of another net's batch in it as swapped."""
+    """A grouped run evaluates each pretrained net with its group in one file: verify finds it consistent, and
+    names a record of another group's cell in it as swapped."""
     root = cpu_run[0]
     assert verify(root) == []
     copy = tmp_path / "run"
     shutil.copytree(root / "results", copy / "results")
-    evals = copy / "results" / "evaluations" / "cifar10" / "resnet18" / "seed0"
-    path = evals / "nets_conventional_cutoff.json"
+    records = layout.evaluation_paths(Setting("cifar10", "resnet18", 0, "conventional"), "cutoff_nets")[0]
+    path = copy / records
     data = json.loads(path.read_text())
     cell = next(r for r in data["records"] if r["cell"] != "pretrained")
-    cell["checkpoint"] = cell["checkpoint"].replace("retrain_conventional_batch0", "retrain_conventional_analysis0")
+    cell["checkpoint"] = cell["checkpoint"].replace("/cutoff0/", "/analysis0/")
     path.write_text(json.dumps(data))
-    problems = [p for p in verify(copy) if p.path.endswith("nets_conventional_cutoff.json")]
+    problems = [p for p in verify(copy) if p.path == records]
     assert [p.kind for p in problems] == ["swapped"], problems
 
 
@@ -223,7 +223,7 @@ TINY = {
                             "eval": {"n": 16, "eps": 0.1, "step_size": 0.05, "steps": 2},
                             "resources": {"pretrain": {"gpu": 2}}}},
     "cutoffs": {"before": [1], "after": [5]},
-    "batching": {"jobs_per_setting": 1},
+    "grouping": {"jobs_per_net": 1},
 }
 
 
@@ -240,9 +240,9 @@ def _fake_run(root: Path, config: dict, digests=("a" * 64, "a" * 64)) -> None:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             if rel.endswith(".pt"):
-                kind = "init" if "/init_" in rel else "pretrained" if "/pretrain_" in rel else "cell"
+                kind = layout.parse(rel)[0]
                 meta = {"world_size": len(digests), "rank_digests": list(digests)} if kind == "pretrained" else {}
-                precision = "" if kind == "init" else "fp32"
+                precision = "" if kind == "initial" else "fp32"
                 save_checkpoint(path, model, dataset="digits", seed=0, epoch=1, recipe={},
                                 provenance={"device_name": "cpu: test", "precision": precision}, cell=kind,
                                 history=history, precision=precision, **meta)

@@ -9,11 +9,13 @@ import torch
 
 from advlayers.core import recipes
 from advlayers.core import training
+from advlayers.grid.vocabulary import Setting
+from advlayers.jobs.retrain import retrain_cell
 from advlayers.core.checkpoints import read_checkpoint
 from advlayers.core.models import build_model
 from advlayers.core.recipes import PRECISION_ENV, PRESETS, Recipe, bf16_native, get_recipe, recipe_digest, resolve_precision
 
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 
 @pytest.fixture(autouse=True)
@@ -204,9 +206,9 @@ def test_resolved_precision_is_recorded_in_the_cell_checkpoint(digits, tmp_path,
     data.write_bytes(b"stand-in for the prepared data")
     overrides = {"epochs": 1, "batch_size": 64, "train_subset": 64, "precision": "auto"}
     out = tmp_path / "cell.pt"
-    training.retrain_cell(_tiny_fc_net(), digits, "m000001", recipe={"name": "mnist5k-demo", "overrides": overrides},
-                          mode="conventional", seed=0, device="cpu", state_path=tmp_path / "state.pt", out=out,
-                          inputs={"data": data}, dataset_name="digits", pretraining="adversarial")
+    retrain_cell(_tiny_fc_net(), digits, "m000001", setting=Setting("digits", "resnet18", 0, "adversarial"),
+                 recipe={"name": "mnist5k-demo", "overrides": overrides}, device="cpu", state_path=tmp_path / "state.pt",
+                 out=out, inputs={"data": data})
     payload = read_checkpoint(out)
     meta = payload["meta"]
     assert meta["precision"] == expected and meta["channels_last"] is (expected == "bf16")

@@ -7,7 +7,7 @@ from advlayers.core.evaluation import evaluate
 from advlayers.core.recipes import get_recipe
 from advlayers.core.training import pretrain
 
-from conftest import WIDTH
+from helpers import WIDTH
 
 
 def test_adversarial_pretraining_buys_robustness(digits, trained_digits_model):

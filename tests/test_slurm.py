@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TINY as TINY_CONFIG, copy_repo
+from helpers import REPO, TINY as TINY_CONFIG, copy_repo
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ TINY = yaml.safe_load(TINY_CONFIG.read_text())
 TINY["datasets"]["digits"]["resources"] = {stage: {"runtime": 15, "mem_mb": 1500}
                                            for stage in ("pretrain", "retrain", "evaluate")}
 TINY["resources"] = {"threads": 1, "gpu": 0}
-TINY["batching"] = {"jobs_per_setting": 1}
+TINY["grouping"] = {"jobs_per_net": 1}
 # prepare_data asks for 8 GB in the rule; one CPU-only node may have less
 TEST_OVERRIDES = (
     "--slurm-no-account",
@@ -51,7 +51,7 @@ TEST_OVERRIDES = (
     "--set-resources", "prepare_data:mem_mb=1500",
     "--slurm-keep-successful-logs",
 )
-SLURM_RULES = {"prepare_data": 1, "pretrain": 2, "retrain": 2, "evaluate": 2}  # evaluate: each net with its batch
+SLURM_RULES = {"prepare_data": 1, "pretrain": 2, "retrain": 2, "evaluate": 2}  # evaluate: each net with its group
 
 SLURM_CONF_TEMPLATE = """\
 # Written by tests/test_slurm.py (a one-node test cluster on loopback); removed after the test.

@@ -16,16 +16,18 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from advlayers.grid import vocabulary as vocab
+from advlayers.grid.vocabulary import Setting
+from advlayers.jobs.retrain import retrain_cell
 from advlayers.core import training
 from advlayers.core.checkpoints import load_checkpoint
 from advlayers.core.models import build_model, layers
 from advlayers.core.recipes import get_recipe
 from advlayers.core.resume import PREEMPT_SIGNALS, Preempted
 from advlayers.core.training import (
-    REDRAW_SEED_OFFSET, cell_units, check_units, pretrain, redraw, retrain, retrain_cell, set_train_modes, train,
+    REDRAW_SEED_OFFSET, cell_units, check_units, pretrain, redraw, retrain, set_train_modes, train,
 )
 
-from conftest import WIDTH, tiny_recipe
+from helpers import WIDTH, tiny_recipe
 
 BN = nn.modules.batchnorm._BatchNorm
 
@@ -142,9 +144,10 @@ def test_retrain_cell_freezes_bit_for_bit(digits, tmp_path, monkeypatch, mode, c
     out, state = tmp_path / "cell.pt", tmp_path / "state.pt"
     overrides = {"epochs": 1, "batch_size": 64, "train_subset": 128, "eps": 0.1, "step_size": 0.04, "steps": 2,
                  "attack": "pgd", "precision": "fp32"}
-    payload = retrain_cell(pretrained, digits, cell, recipe={"name": "mnist5k-demo", "overrides": overrides},
-                           mode=mode, seed=3, device="cpu", state_path=state, out=out, inputs={"data": data},
-                           dataset_name="digits", pretraining="conventional" if mode == "adversarial" else "adversarial")
+    setting = Setting("digits", "resnet18", 3, "conventional" if mode == "adversarial" else "adversarial")
+    payload = retrain_cell(pretrained, digits, cell, setting=setting,
+                           recipe={"name": "mnist5k-demo", "overrides": overrides}, device="cpu", state_path=state,
+                           out=out, inputs={"data": data})
     assert seeds == [REDRAW_SEED_OFFSET + 3]  # a fresh draw, not pretraining's stream
     assert states_equal(pretrained.state_dict(), reference), "retrain_cell changed the net it was given"
     assert state.exists(), "the resume state is kept until the caller removes it"
@@ -276,7 +279,7 @@ def test_state_of_another_run_is_discarded(digits, tmp_path, caplog):
     state = tmp_path / "state.pt"
     recipe = tiny_recipe(train_subset=64)
     pretrain("resnet18", digits, recipe, mode="conventional", seed=1, state_path=state, progress=False, width=WIDTH)
-    with caplog.at_level(logging.WARNING, logger="advlayers.resume"):
+    with caplog.at_level(logging.WARNING, logger="advlayers.core.resume"):
         other = pretrain("resnet18", digits, recipe, mode="adversarial", seed=1, state_path=state, progress=False,
                          width=WIDTH)
     assert other.resumed_from_epoch == 0
@@ -318,7 +321,7 @@ def test_state_from_other_starting_weights_is_discarded(digits, tmp_path, caplog
     assert (resumed.resumed_from_epoch, resumed.resumed_from_batch) == (1, 1)
     assert states_equal(resumed.model.state_dict(), full_a.model.state_dict())
 
-    with caplog.at_level(logging.WARNING, logger="advlayers.resume"):
+    with caplog.at_level(logging.WARNING, logger="advlayers.core.resume"):
         other = run(b, stale)  # another pretrained net: the state is not used
     assert "discarding training state" in caplog.text and "differs in start" in caplog.text
     assert (other.resumed_from_epoch, other.resumed_from_batch) == (0, 0) and len(other.history) == 2
@@ -346,7 +349,7 @@ def test_compile_is_off_by_default_and_ignored_on_cpu(digits, caplog):
     assert get_recipe("cifar10").compile is False and get_recipe("imagenet").compile is False
     recipe = tiny_recipe(train_subset=128, epochs=2, steps=1)
     plain = train(small_net(), digits.train, recipe, mode="adversarial", seed=2, progress=False)
-    with caplog.at_level("INFO", logger="advlayers.training"):
+    with caplog.at_level("INFO", logger="advlayers.core.training"):
         compiled = train(small_net(), digits.train, get_recipe("mnist5k-demo", **{**recipe.as_dict(), "compile": True}),
                          mode="adversarial", seed=2, progress=False)
     assert "compile ignored on cpu" in caplog.text

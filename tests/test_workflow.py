@@ -14,7 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TARGETS, copy_of, dry_run, snakemake
+from advlayers.grid import layout
+from advlayers.grid.vocabulary import PRETRAININGS, Setting
+
+from helpers import REPO, TARGETS, copy_of, dry_run, snakemake
+
+SETTINGS = [Setting("digits", "resnet18", 0, p) for p in PRETRAININGS]
 
 # --------------------------------------------------------------------------- static checks
 
@@ -135,7 +140,7 @@ def test_end_to_end_tables_figures_and_claims(tiny_run):
 
 @pytest.mark.slow
 def test_jobs_ran_the_copied_library(tiny_run):
-    log = (tiny_run / "logs" / "evaluate" / "digits" / "resnet18" / "seed0" / "pretrain_conventional.log").read_text()
+    log = (tiny_run / layout.log_path("evaluate", f"{layout.job_id(SETTINGS[0])}/pretrained")).read_text()
     assert f"library {tiny_run / 'src'}" in log
 
 
@@ -165,21 +170,29 @@ def _jobs_after_edit(root, relpath):
 DOWNSTREAM_OF_EVAL = {"table", "figure", "claims", "all_figures"}
 
 
+@pytest.fixture(scope="module")
+def scratch_run(tiny_run, tmp_path_factory):
+    """A copy of the tiny run for the tests below, which edit files (and restore them): `tiny_run` is read-only."""
+    return copy_of(tiny_run, tmp_path_factory.mktemp("scratch") / "run")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "library_file, rules",
     [
-        ("figures.py", {"figure", "all_figures"}),
-        ("claims.py", {"claims", "all_figures"}),
-        ("tables.py", DOWNSTREAM_OF_EVAL),
-        ("evaluation.py", {"evaluate"} | DOWNSTREAM_OF_EVAL),
-        ("training.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
-        ("attacks.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
-        ("datasets.py", {"prepare_data", "pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
+        ("report/figures/cutoff.py", {"figure", "all_figures"}),
+        ("report/claims.py", {"claims", "all_figures"}),
+        ("report/tables.py", DOWNSTREAM_OF_EVAL),
+        ("core/evaluation.py", {"evaluate"} | DOWNSTREAM_OF_EVAL),
+        ("core/training.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
+        ("core/attacks.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
+        ("core/datasets.py", {"prepare_data", "pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
+        ("jobs/retrain.py", {"retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
+        ("grid/layout.py", {"prepare_data", "pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
     ],
 )
-def test_library_change_reruns_its_users(tiny_run, library_file, rules):
-    jobs = _jobs_after_edit(tiny_run, f"src/advlayers/{library_file}")
+def test_library_change_reruns_its_users(scratch_run, library_file, rules):
+    jobs = _jobs_after_edit(scratch_run, f"src/advlayers/{library_file}")
     assert set(jobs) == rules
 
 
@@ -191,29 +204,28 @@ def _with_config(root, edit):
 
 
 @pytest.mark.slow
-def test_eval_setting_change_reruns_only_evaluations(tiny_run):
-    jobs = _with_config(tiny_run, lambda c: c["datasets"]["digits"]["eval"].update(steps=4))
+def test_eval_setting_change_reruns_only_evaluations(scratch_run):
+    jobs = _with_config(scratch_run, lambda c: c["datasets"]["digits"]["eval"].update(steps=4))
     assert set(jobs) == {"evaluate"} | DOWNSTREAM_OF_EVAL
     assert len(jobs["evaluate"]) == 2 * 6  # records + outcomes of 6 evaluation jobs
 
 
 @pytest.mark.slow
-def test_retrain_recipe_change_reruns_only_retraining(tiny_run):
-    jobs = _with_config(tiny_run, lambda c: c["datasets"]["digits"].update(retrain_overrides={"lr": 5e-4}))
+def test_retrain_recipe_change_reruns_only_retraining(scratch_run):
+    jobs = _with_config(scratch_run, lambda c: c["datasets"]["digits"].update(retrain_overrides={"lr": 5e-4}))
     assert set(jobs) == {"retrain", "evaluate"} | DOWNSTREAM_OF_EVAL
     assert len(jobs["retrain"]) == 4 and len(jobs["evaluate"]) == 2 * 4
 
 
 @pytest.mark.slow
-def test_added_cutoff_runs_only_new_cells(tiny_run):
-    jobs = _with_config(tiny_run, lambda c: c["cutoffs"].update(before=[1, 2]))
+def test_added_cutoff_runs_only_new_cells(scratch_run):
+    jobs = _with_config(scratch_run, lambda c: c["cutoffs"].update(before=[1, 2]))
     assert set(jobs) == {"retrain", "evaluate"} | DOWNSTREAM_OF_EVAL
-    ckpt = "results/checkpoints/digits/resnet18/seed0"
-    assert sorted(jobs["retrain"]) == [f"{ckpt}/retrain_adversarial_m110000", f"{ckpt}/retrain_conventional_m110000"]
+    assert sorted(jobs["retrain"]) == sorted(layout.group_dir(s, "m110000") for s in SETTINGS)
 
 
 @pytest.mark.slow
-def test_shared_cells_are_not_retrained(tiny_run):
+def test_shared_cells_are_not_retrained(scratch_run):
     """Fig. 5 and Fig. 6 cells that the cut-off experiment already computed are reused, not retrained."""
     def analyses(c):
         c["analyses"] = {"layer_cutoff": {"dataset": "digits", "arch": "resnet18", "cutoffs": [1, 7],
@@ -221,26 +233,25 @@ def test_shared_cells_are_not_retrained(tiny_run):
                          "module_subsets": {"dataset": "digits", "arch": "resnet18", "pretrainings": ["conventional"],
                                             "subsets": ["100000", "000011", "010000"]}}
 
-    jobs = _with_config(tiny_run, analyses)
-    ckpt = "results/checkpoints/digits/resnet18/seed0"
+    jobs = _with_config(scratch_run, analyses)
     # layer cut-off 1 = subset 100000 = before 1 and subset 000011 = after 4 exist: only l0-7 and m010000 are new
-    assert sorted(jobs["retrain"]) == [f"{ckpt}/retrain_conventional_l0-7", f"{ckpt}/retrain_conventional_m010000"]
+    assert sorted(jobs["retrain"]) == [layout.group_dir(SETTINGS[0], "l0-7"), layout.group_dir(SETTINGS[0], "m010000")]
 
 
 @pytest.mark.slow
-def test_script_change_reruns_its_rule(tiny_run):
-    jobs = _jobs_after_edit(tiny_run, "workflow/scripts/figure.py")
+def test_script_change_reruns_its_rule(scratch_run):
+    jobs = _jobs_after_edit(scratch_run, "workflow/scripts/figure.py")
     assert set(jobs) == {"figure", "all_figures"}
 
 
 @pytest.mark.slow
-def test_touched_but_unchanged_library_reruns_nothing(tiny_run):
+def test_touched_but_unchanged_library_reruns_nothing(scratch_run):
     """A newer modification time alone (git checkout, copy) is no change: Snakemake compares checksums."""
-    path = tiny_run / "src" / "advlayers" / "training.py"
+    path = scratch_run / "src" / "advlayers" / "core" / "training.py"
     st = path.stat()
     os.utime(path, (st.st_atime + 3600, st.st_mtime + 3600))
     try:
-        assert dry_run(tiny_run, *TARGETS, "--configfile", "tiny.yaml") == {}
+        assert dry_run(scratch_run, *TARGETS, "--configfile", "tiny.yaml") == {}
     finally:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 

@@ -1,7 +1,6 @@
 """Uncertainty of accuracies and of statistics built from them (numpy only).
 
 * `wilson`: the 95% Wilson score interval of one accuracy (k correct of n).
-* `mcnemar_exact`: exact two-sided McNemar test of two classifiers on the same images (paired).
 * `bootstrap`: percentile interval of any statistic of several cells' per-sample outcomes, resampling the
   test images (one index draw shared by every cell, so comparisons stay paired) and, with several training
   seeds, the seeds first (a two-stage bootstrap: the seed spread enters the interval).
@@ -26,20 +25,6 @@ def wilson(k, n, z: float = Z95) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
-
-
-def mcnemar_exact(a_correct, b_correct) -> float:
-    """Two-sided exact McNemar p-value: do classifiers a and b differ in accuracy on the same samples?"""
-    a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"paired outcomes differ in length: {a.shape} vs {b.shape}")
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def bootstrap(outcomes: Mapping[str, np.ndarray], statistic: Callable[[Mapping[str, np.ndarray]], float], *,

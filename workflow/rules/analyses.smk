@@ -14,7 +14,7 @@ rule reinit:
         layout.pattern("reinit"),
     params:
         bn_policies=lambda wc: conf.with_defaults(conf.analysis(config, "reinit"), "analyses", "reinit")["bn_policies"],
-        attack=lambda wc: conf.eval_params(config, wc.dataset, "reinit"),
+        eval_settings=lambda wc: conf.eval_settings(config, wc.dataset, "reinit"),
     log:
         log_of("reinit"),
     benchmark:
@@ -41,7 +41,7 @@ rule sample_features:
     params:
         features=lambda wc: {k: v for k, v in sorted(conf.analysis(config, "features").items())
                              if k not in ("methods", "embedding", "divergence", "eval")},
-        attack=lambda wc: conf.eval_params(config, wc.dataset, "features"),
+        eval_settings=lambda wc: conf.eval_settings(config, wc.dataset, "features"),
     log:
         log_of("sample_features"),
     benchmark:
@@ -67,9 +67,9 @@ rule embed_features:
     params:
         embedding=lambda wc: conf.analysis(config, "features").get("embedding", {}),
     log:
-        log_of("embed_features", f"{layout.NET_JOB}_{{method}}"),
+        log_of("embed_features"),
     benchmark:
-        benchmark_of("embed_features", f"{layout.NET_JOB}_{{method}}")
+        benchmark_of("embed_features")
     threads: 2
     resources:
         runtime=240,

@@ -57,12 +57,13 @@ def retry_runtime(rule, default):
     return lambda wc, attempt: conf.resources(config, wc.dataset, rule, "runtime", default) * attempt
 
 
-def log_of(rule, job=layout.NET_JOB):
-    return layout.log_path(rule, job)
+def log_of(rule):
+    """The log of a per-net rule's job (`layout.JOBS`)."""
+    return layout.log_path(rule, layout.JOBS[rule])
 
 
-def benchmark_of(rule, job=layout.NET_JOB):
-    return layout.benchmark_path(rule, job)
+def benchmark_of(rule):
+    return layout.benchmark_path(rule, layout.JOBS[rule])
 
 
 # --------------------------------------------------------------------------- library dependencies
@@ -96,14 +97,14 @@ def figure_info(wc):
     if kind == "cutoff":
         dataset = layout.figure_dataset(name)
         return {"kind": kind, "dataset": dataset, "archs": conf.dataset_config(config, dataset)["archs"],
-                "width": conf.width(config, dataset), "attack": conf.eval_params(config, dataset),
+                "width": conf.width(config, dataset), "attack": conf.eval_settings(config, dataset),
                 "recipe": conf.recipe_params(config, dataset),
                 "retrain_recipe": conf.recipe_params(config, dataset, True), "seeds": SEEDS}
     section = "features" if layout.paper_figure(config, name) == "Fig. 8" else kind
     a = conf.analysis(config, section)
     dataset = a.get("dataset") or a["datasets"][0]
     info = {"kind": kind, "dataset": dataset, "arch": a["arch"], "width": conf.width(config, dataset),
-            "attack": conf.eval_params(config, dataset, "reinit" if kind == "reinit" else None),
+            "attack": conf.eval_settings(config, dataset, "reinit" if kind == "reinit" else None),
             "analysis": a, "seeds": SEEDS}
     if kind == "layer_cutoff":
         info["module_layers"] = list(MODULE_LAYERS[a["arch"]])

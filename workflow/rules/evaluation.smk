@@ -13,11 +13,11 @@ rule evaluate:
         unit=layout.PGD_UNITS,
     params:
         checkpoints=config_error(evaluated_checkpoints),
-        attack=lambda wc: conf.eval_params(config, wc.dataset),
+        eval_settings=lambda wc: conf.eval_settings(config, wc.dataset),
     log:
-        log_of("evaluate", f"{layout.NET_JOB}/{{unit}}"),
+        log_of("evaluate"),
     benchmark:
-        benchmark_of("evaluate", f"{layout.NET_JOB}/{{unit}}")
+        benchmark_of("evaluate")
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),
@@ -43,11 +43,11 @@ rule evaluate_autoattack:
         unit=layout.AUTOATTACK_UNIT,
     params:
         checkpoints=config_error(evaluated_checkpoints),
-        attack=lambda wc: conf.autoattack_params(config, wc.dataset),
+        eval_settings=lambda wc: conf.autoattack_eval_settings(config, wc.dataset),
     log:
-        log_of("evaluate_autoattack", f"{layout.NET_JOB}/{{unit}}"),
+        log_of("evaluate_autoattack"),
     benchmark:
-        benchmark_of("evaluate_autoattack", f"{layout.NET_JOB}/{{unit}}")
+        benchmark_of("evaluate_autoattack")
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),

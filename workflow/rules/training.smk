@@ -45,9 +45,9 @@ rule retrain:
         recipe=lambda wc: conf.recipe_params(config, wc.dataset, retrain=True),
         width=lambda wc: conf.width(config, wc.dataset),
     log:
-        log_of("retrain", f"{layout.NET_JOB}_then_{{retraining}}/{{group}}"),
+        log_of("retrain"),
     benchmark:
-        benchmark_of("retrain", f"{layout.NET_JOB}_then_{{retraining}}/{{group}}")
+        benchmark_of("retrain")
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),

@@ -9,4 +9,5 @@ from advlayers.jobs import features
 
 features.sample(data=snakemake.input.data, pretrained=snakemake.input.pretrained,
                 setting=layout.setting_of(snakemake.wildcards), features=snakemake.params.features,
-                settings=snakemake.params.attack, device=snakemake.config["device"], out=snakemake.output[0])
+                eval_settings=snakemake.params.eval_settings, device=snakemake.config["device"],
+                out=snakemake.output[0])

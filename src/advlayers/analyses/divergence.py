@@ -1,6 +1,6 @@
 """Beyond the paper (quantifies Fig. 8): do adversarial activation vectors follow the clean distribution?
 
-Two two-sample tests on the vectors `advlayers.features` samples, both respecting that the vectors of one
+Two two-sample tests on the vectors `advlayers.analyses.features` samples, both respecting that the vectors of one
 image are NOT independent (up to 100 positions of one image, and its clean and adversarial version at the
 same positions, are strongly correlated):
 

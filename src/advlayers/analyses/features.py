@@ -2,7 +2,7 @@
 
 An activation vector is the C-dimensional column z = a[:, h, w] of a module's output a (C, H, W) at one
 spatial position (paper: 100 random positions from each of 1,000 images). The 2-D embeddings are in
-`advlayers.embedding`, the two-sample statistics in `advlayers.divergence`.
+`advlayers.analyses.embedding`, the two-sample statistics in `advlayers.analyses.divergence`.
 
 Sampling protocol
 -----------------

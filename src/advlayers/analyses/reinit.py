@@ -1,112 +1,23 @@
-"""Paper §5 analyses beyond retraining: the layer table (Fig. 5's x axis), the module-subset summary
-(Fig. 6) and layer-wise re-initialisation robustness (Fig. 7, after Zhang, Bengio & Singer 2019, "Are all
+"""Paper Fig. 7 only: layer-wise re-initialisation robustness (after Zhang, Bengio & Singer 2019, "Are all
 layers created equal?").
 
-Per-layer cut-offs and module subsets are grid cells (`advlayers.grid`) that `training.retrain` redraws and
-trains; re-initialisation (`reinit_layer`) changes one layer of a trained net and retrains nothing. Its two
-operations: **rewind** (the layer's epoch-0 values, the checkpoint pretraining saved) and **redraw** (a fresh
-draw from the same initialisation distribution).
+`reinit_layer` changes one layer of a trained net and retrains nothing; `reinit_grid` yields the original net and
+every layer re-initialised. Its two operations: **rewind** (the layer's epoch-0 values, the checkpoint
+pretraining saved) and **redraw** (a fresh draw from the same initialisation distribution).
+(Per-layer cut-offs, Fig. 5, and module subsets, Fig. 6, are grid cells (`advlayers.grid`) that
+`core.training.retrain` trains; Fig. 6's summary is `report.figures.module_subsets.module_summary`.)
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
-import numpy as np
-import pandas as pd
 import torch
 
-from ..core.models import (
-    MODULE_NAMES,
-    Layer,
-    ModularNet,
-    build_model,
-    layers,
-    parameter_count,
-)
+from ..core.models import Layer, ModularNet, build_model, layers
 from ..grid import vocabulary as vocab
-
-# --------------------------------------------------------------------------- per-layer cut-off (Fig. 5)
-
-
-def layer_table(model: ModularNet) -> list[dict]:
-    """One row per layer in forward order: index, module (m0..m5), conv (or linear) name, bn name (None for a
-    linear classifier layer) and n_params (layer + its BatchNorm); module boundaries are where `module` changes."""
-    return [
-        {
-            "index": layer.index,
-            "module": layer.module,
-            "conv": layer.names[0],
-            "torchvision_name": layer.torchvision_name,
-            "bn": layer.names[1] if len(layer.names) > 1 else None,
-            "n_params": parameter_count(model, list(layer.names)),
-        }
-        for layer in layers(model)
-    ]
-
-
-# --------------------------------------------------------------------------- module combinations (Fig. 6)
-
-
-def subset_id(subset: Sequence[str]) -> str:
-    """('m0', 'm2') -> '101000' (`vocab.module_mask`)."""
-    return vocab.module_mask(subset)
-
-
-def _as_mask(value) -> str:
-    """A subset given as bitmask, 'm0,m2' / 'm0+m2' / 'm0 m2' string, '' / 'none', or a sequence of names.
-
-    An integer is a bitmask whose leading zeros a CSV reader dropped ('001000' read as 1000)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = str(value).zfill(len(MODULE_NAMES))
-    if isinstance(value, str):
-        if re.fullmatch("[01]{%d}" % len(MODULE_NAMES), value):
-            return value
-        names = [n for n in re.split(r"[,+\s]+", value.strip()) if n and n != "none"]
-        return subset_id(names)
-    return subset_id(list(value))
-
-
-def combination_summary(df: pd.DataFrame, by: Sequence[str] = (),
-                        metrics: Sequence[str] = ("clean_acc", "robust_acc")) -> pd.DataFrame:
-    """Paper Fig. 6: per module, the median and 25th/75th percentiles of each metric over the subsets that
-    include it vs those that exclude it (the empty subset, i.e. the pretrained net, excludes every module).
-
-    `df` has one row per retrained subset with a `subset` bitmask column (or `retrained_modules`: 'm0,m2',
-    a tuple, ...) and the metric columns; `by` are further grouping columns (e.g. dataset, pretrain mode).
-    Returns tidy rows: *by, module, membership ('included'/'excluded'), metric, median, q25, q75, n.
-    """
-    if "subset" in df:
-        masks = df["subset"].map(_as_mask)
-    elif "retrained_modules" in df:
-        masks = df["retrained_modules"].map(_as_mask)
-    else:
-        raise ValueError("combination_summary needs a 'subset' (bitmask) or 'retrained_modules' column")
-    missing = [c for c in (*by, *metrics) if c not in df]
-    if missing:
-        raise ValueError(f"combination_summary: missing column(s) {missing}")
-    rows = []
-    groups = df.groupby(list(by), sort=True) if by else [((), df)]
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        group_masks = masks.loc[group.index]
-        for i, module in enumerate(MODULE_NAMES):
-            included = group_masks.str[i] == "1"
-            for membership, selected in (("included", group[included]), ("excluded", group[~included])):
-                for metric in metrics:
-                    values = selected[metric].astype(float)
-                    rows.append({
-                        **dict(zip(by, key)), "module": module, "membership": membership, "metric": metric,
-                        "median": values.median(), "q25": values.quantile(0.25), "q75": values.quantile(0.75),
-                        "n": int(values.count()),
-                    })
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- re-initialisation (Fig. 7)
 
 OPERATIONS = vocab.REINIT_OPERATIONS  # ("rewind", "redraw")
 BN_POLICIES = vocab.BN_POLICIES

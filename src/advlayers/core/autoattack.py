@@ -7,7 +7,7 @@ a `name`, `as_dict()` and `robust_correct(model, x, y, generator=None) -> (clean
 
 gives the same record as a PGD evaluation, with attack "AutoAttack-standard".
 
-Conventions as in `advlayers.attacks`: inputs are images in [0, 1] (normalisation is the model's first layer,
+Conventions as in `advlayers.core.attacks`: inputs are images in [0, 1] (normalisation is the model's first layer,
 so eps is in pixel units), the model runs in eval mode with its parameters frozen, the attack targets the true
 label, and a sample misclassified clean counts as broken. The attack itself runs on the BatchNorm-folded copy
 of the model (`attacks.folded_for_attack`, the same function up to float rounding, no BatchNorm passes); the

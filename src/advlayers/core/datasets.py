@@ -1,44 +1,35 @@
-"""Datasets as train/test splits that yield ``(x float32 in [0, 1], y int64)`` batches.
+"""The datasets: each loaded into train/test splits (`core.splits`), and the prepared-data artifact.
 
-Small sets (``mnist5k``, ``digits``, ``cifar10``) are held in memory as uint8 tensors (`TensorSplit`, which can
-live on the GPU) and augmented a whole batch at a time. Image folders (``imagenette``, ``imagenet``) are
-streamed from disk through a `DataLoader` (`FolderSplit`). Both splits draw shuffling and augmentation only
-from the ``generator`` passed to ``batches``, so a run is reproducible from one seed.
-
-``prepare_dataset`` writes one artifact (a ``.pt`` of tensors or a JSON manifest of a verified folder) that
-``load_prepared`` reads back without touching the original download.
-
-Why one long module: the five datasets share one split interface, one batching (`epoch_batches`) and one
-prepared-artifact format; their loaders are short sections in data-flow order.
+Small sets (``mnist5k``, ``digits``, ``cifar10``) are held in memory (`TensorSplit`); image folders
+(``imagenette``, ``imagenet``) are streamed from disk (`FolderSplit`). ``prepare_dataset`` writes one artifact
+(a ``.pt`` of tensors or a JSON manifest of a verified folder) that ``load_prepared`` reads back without
+touching the original download. The loaders are short sections in data-flow order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import pickle
 import shutil
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from .._torchvision import torchvision
 from ..grid.validate import LAYOUTS
 from ..grid.vocabulary import DATASETS
 from ..io import atomic_write
+from .splits import FOLDER_IMAGE_SIZE, AugmentSpec, FolderSplit, TensorSplit
 
 FORMAT = "advlayers-dataset-v1"
-FOLDER_IMAGE_SIZE = 224  # paper: ImageNet-style training resolution
 
 # The paper trains Imagenette at 224 px: the 320 px version (torchvision's Imagenette "320px" archive), resized
 # and cropped to 224, not the 160 px one upsampled.
@@ -47,14 +38,6 @@ IMAGENETTE_MD5 = "3df6f0d01a2c9592104656642f5e78a3"
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _LAYOUTS = LAYOUTS
-
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Batched augmentation of an in-memory split (folder splits use RandomResizedCrop + flip instead)."""
-
-    crop_padding: int = 0  # random crop of the original size after zero-padding by this many pixels
-    flip: bool = False  # random horizontal flip (never for digits: it changes their meaning)
 
 
 _AUGMENT = {
@@ -80,219 +63,6 @@ def check_dataset(name: str) -> str:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
     return name
-
-
-def _progress(it, total: int, desc: str | None):
-    if desc is None:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, total=total, desc=desc)
-
-
-def augment_batch(x: Tensor, spec: AugmentSpec, generator: torch.Generator | None = None) -> Tensor:
-    """Random crop (after zero padding) and horizontal flip of a uint8 batch (B, C, H, W), as one gather.
-
-    Draws, per batch and in this order: offsets ``randint(0, 2p+1, (B, 2))`` (row, column) if
-    ``crop_padding`` p > 0, then flips ``rand(B) < 0.5`` if ``flip``; both on the CPU from `generator`, so the
-    result does not depend on the device of `x`.
-    """
-    b, c, h, w = x.shape
-    p = spec.crop_padding
-    rows, cols = torch.arange(h).expand(b, h), torch.arange(w).expand(b, w)
-    if p:
-        offsets = torch.randint(0, 2 * p + 1, (b, 2), generator=generator)
-        rows, cols = rows + offsets[:, :1], cols + offsets[:, 1:]
-        x = F.pad(x, (p, p, p, p))
-    if spec.flip:
-        # flipping the crop == reading its columns backwards
-        cols = torch.where((torch.rand(b, generator=generator) < 0.5)[:, None], cols.flip(1), cols)
-    dev = x.device
-    rows, cols = rows.to(dev), cols.to(dev)
-    return x[
-        torch.arange(b, device=dev)[:, None, None, None],
-        torch.arange(c, device=dev)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
-
-
-def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return n // batch_size if drop_last else math.ceil(n / batch_size)
-
-
-def _subset_indices(n: int, size: int, seed: int) -> Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
-
-
-class TensorSplit:
-    """An in-memory split: x uint8 (N, 3, H, W), y int64 (N,)."""
-
-    def __init__(self, x: Tensor, y: Tensor, augment: AugmentSpec = AugmentSpec(), index: Tensor | None = None):
-        if x.dtype != torch.uint8 or x.ndim != 4 or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-            raise ValueError(f"expected x uint8 (N,C,H,W) and y int64 (N,), got {x.dtype} {tuple(x.shape)}, "
-                             f"{y.dtype} {tuple(y.shape)}")
-        self.x, self.y, self.augment = x, y, augment
-        # positions in the full split (a seeded subset keeps them: per-sample outcomes are keyed by them)
-        self.index = torch.arange(len(y)) if index is None else index.cpu()
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def to(self, device) -> TensorSplit:
-        return TensorSplit(self.x.to(device), self.y.to(device), self.augment, self.index)
-
-    def subset(self, n: int | None, seed: int = 0) -> TensorSplit:
-        if n is None or n >= len(self):
-            return self
-        idx = _subset_indices(len(self), n, seed)
-        dev = idx.to(self.x.device)
-        return TensorSplit(self.x[dev], self.y[dev], self.augment, self.index[idx])
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-                generator: torch.Generator | None = None, drop_last: bool = False,
-                device="cpu", progress: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        count = _num_batches(len(self), batch_size, drop_last)
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        order = order.to(self.x.device)
-        augment = augment and (self.augment.crop_padding > 0 or self.augment.flip)
-        for start in _progress(range(0, count * batch_size, batch_size), count, progress):
-            idx = order[start:start + batch_size]
-            x = self.x[idx]
-            if augment:
-                x = augment_batch(x, self.augment, generator)
-            # uint8 crosses to the device (4x less traffic than float), then is scaled there
-            yield x.to(device, non_blocking=True).float().div_(255), self.y[idx].to(device, non_blocking=True)
-
-
-class _ImageFiles(torch.utils.data.Dataset):
-    """(path, label) samples through a transform; each item's randomness seeded from (epoch seed, index), so
-    the batches do not depend on the number of workers or on the global RNG."""
-
-    def __init__(self, samples: list[tuple[str, int]], transform: Callable, seed: int):
-        self.samples, self.transform, self.seed = samples, transform, seed
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        image = torchvision.datasets.folder.pil_loader(path)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed + index) % 2**63)
-            return self.transform(image), label
-
-
-class FolderSplit:
-    """A streamed split of image files, ImageFolder-style: `samples` are (path, class index)."""
-
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str], image_size: int = FOLDER_IMAGE_SIZE,
-                 *, num_workers: int | None = None, augment: AugmentSpec = AugmentSpec(flip=True)):
-        self.samples, self.classes, self.image_size, self.augment = list(samples), list(classes), image_size, augment
-        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
-        self.device = torch.device("cpu")
-        self.index = torch.arange(len(self.samples))  # positions in the full split
-
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIZE, **kwargs) -> FolderSplit:
-        found = torchvision.datasets.ImageFolder(os.fspath(folder))  # scans only; raises on empty classes
-        return cls(found.samples, found.classes, image_size, **kwargs)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def to(self, device) -> FolderSplit:
-        self.device = torch.device(device)
-        return self
-
-    def subset(self, n: int | None, seed: int = 0) -> FolderSplit:
-        if n is None or n >= len(self):
-            return self
-        idx = _subset_indices(len(self), n, seed)
-        split = FolderSplit([self.samples[i] for i in idx.tolist()], self.classes,
-                            self.image_size, num_workers=self.num_workers, augment=self.augment)
-        split.device, split.index = self.device, self.index[idx]
-        return split
-
-    def transform(self, augment: bool) -> Callable:
-        T = torchvision.transforms
-        if augment:
-            steps = [T.RandomResizedCrop(self.image_size), T.RandomHorizontalFlip()]
-        else:
-            steps = [T.Resize(round(self.image_size * 256 / 224)), T.CenterCrop(self.image_size)]
-        return T.Compose([*steps, T.ToTensor()])
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-                generator: torch.Generator | None = None, drop_last: bool = False,
-                device="cpu", progress: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        device = torch.device(device)
-        count = _num_batches(len(self), batch_size, drop_last)
-        seed = int(torch.randint(2**62, (), generator=generator))
-        loader = torch.utils.data.DataLoader(
-            _ImageFiles(self.samples, self.transform(augment), seed),
-            batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
-            pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
-        )
-        for x, y in _progress(loader, count, progress):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def num_batches(split, batch_size: int) -> int:
-    """Training batches per epoch (the last incomplete global batch is dropped)."""
-    return len(split) // batch_size
-
-
-def epoch_batches(split, batch_size: int, generator: torch.Generator, *, rank: int = 0, world_size: int = 1,
-                  start: int = 0, generator_state: torch.Tensor | None = None, device="cpu",
-                  progress: str | None = None):
-    """This rank's slices of an epoch's training batches, from batch `start` on: yields (index, x, y).
-
-    Global batch i is the i-th run of `batch_size` samples of the epoch's permutation (drawn first from
-    `generator`); rank r takes its r-th slice of batch_size // world_size samples, so the ranks' slices are
-    disjoint and equal and their union is the single-process batch.
-
-    In-memory splits: the same draws in the same order as ``TensorSplit.batches(batch_size, shuffle=True,
-    augment=True, drop_last=True)`` (each global batch is augmented whole, then sliced), so one process gives
-    exactly its batches. Folder splits: one seed draw (as ``FolderSplit.batches``) fixes the permutation and
-    every image's augmentation; each rank decodes only its own images.
-
-    Resuming mid-epoch: `start` > 0 and the `generator_state` saved after batch start-1; the permutation is
-    re-drawn from the fresh `generator`, then the generator continues from the saved state.
-    """
-    if batch_size % world_size:
-        raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
-    local = batch_size // world_size
-    lo, hi = rank * local, (rank + 1) * local
-    count = num_batches(split, batch_size)
-    device = torch.device(device)
-    if isinstance(split, TensorSplit):
-        order = torch.randperm(len(split), generator=generator).to(split.x.device)
-        seed = None
-    else:
-        seed = int(torch.randint(2**62, (), generator=generator))
-        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
-    if generator_state is not None:
-        generator.set_state(generator_state)
-    steps = _progress(range(start, count), count - start, progress)
-    if isinstance(split, TensorSplit):
-        augment = split.augment.crop_padding > 0 or split.augment.flip
-        for i in steps:
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            x = split.x[idx]
-            if augment:
-                x = augment_batch(x, split.augment, generator)
-            x, y = x[lo:hi], split.y[idx][lo:hi]
-            yield i, x.to(device, non_blocking=True).float().div_(255), y.to(device, non_blocking=True)
-        return
-    slices = [order[i * batch_size + lo:i * batch_size + hi].tolist() for i in range(start, count)]
-    loader = torch.utils.data.DataLoader(
-        _ImageFiles(split.samples, split.transform(True), seed), batch_sampler=slices,
-        num_workers=split.num_workers, pin_memory=device.type == "cuda",
-    )
-    for i, (x, y) in zip(steps, loader):
-        yield i, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 @dataclass

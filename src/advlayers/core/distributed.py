@@ -4,7 +4,7 @@ One process per GPU, launched by ``torchrun`` (inside one SLURM job: ``--standal
 the ``advlayers pretrain`` command (`advlayers.tools.cli`)::
 
     torchrun --standalone --nproc_per_node=8 -m advlayers pretrain \\
-        --data results/data/imagenet.json --arch resnet50 --mode adversarial \\
+        --data results/data/imagenet.json --arch resnet50 --pretraining adversarial \\
         --recipe imagenet --seed 0 --device cuda --state results/.state/.../pretrain.pt --out ckpt.pt
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init` joins the process group

@@ -22,7 +22,7 @@ from .attacks import AttackSpec
 
 
 def attack_from_settings(settings: dict):
-    """The attack object of a config's evaluation settings (`grid.conf.eval_params`): `attack: pgd` ->
+    """The attack object of a config's evaluation settings (`grid.conf.eval_settings`): `attack: pgd` ->
     `attacks.AttackSpec` (eps, step_size, steps, restarts; random start), `attack: autoattack` ->
     `autoattack.AutoAttackSpec` (eps, version). The one place settings become an attack."""
     kind = settings.get("attack", "pgd")

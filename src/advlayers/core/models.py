@@ -27,7 +27,7 @@ torchvision's own ResNet/VGG classes. The paper config uses width 1 (torchvision
 embedded CPU demo uses a narrower net.
 
 Every layer knows its torchvision name (`Layer.torchvision_name`: 'layer2.0.conv1', 'features.4'), for
-figures and for `advlayers.export`.
+figures and for `advlayers.tools.export`.
 """
 
 from __future__ import annotations

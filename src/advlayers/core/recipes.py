@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..checks import check_choice, check_int, check_number
+from ..grid.vocabulary import RECIPES
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ PRESETS: dict[str, Recipe] = {
     "mnist5k-demo": replace(_CIFAR, epochs=12, lr=4e-3, batch_size=64, eps=0.15, step_size=1.25 * 0.15, steps=1,
                             attack="fgsm_rs", include_clean=False),
 }
+
+
+if set(PRESETS) != set(RECIPES):  # the grid names the presets (config validation runs without torch)
+    raise ImportError(f"recipe presets {sorted(PRESETS)} differ from advlayers.grid.vocabulary.RECIPES {sorted(RECIPES)}")
 
 
 def get_recipe(name: str = "cifar10", **overrides) -> Recipe:

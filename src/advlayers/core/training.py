@@ -7,9 +7,9 @@ switch to train mode.
 
 Randomness: one seed fixes everything. Each epoch draws its data order, augmentation and attack noise from a
 CPU generator seeded by (seed, epoch); the global RNG (dropout) is saved in the resume state. On CPU the same
-call twice gives bit-identical weights, and a resumed run equals an uninterrupted one (`advlayers.resume`).
+call twice gives bit-identical weights, and a resumed run equals an uninterrupted one (`advlayers.core.resume`).
 
-Several processes (torchrun, see `advlayers.distributed`): DDP with SyncBatchNorm on CUDA; each rank takes an
+Several processes (torchrun, see `advlayers.core.distributed`): DDP with SyncBatchNorm on CUDA; each rank takes an
 equal slice of every global batch of recipe.batch_size; rank 0 writes the state.
 
 Precision: `recipes.resolve_precision` (bf16 autocast + channels_last only where the device computes bf16
@@ -37,9 +37,9 @@ from ..checks import check_choice, check_int
 from ..grid import vocabulary as vocab
 from ..io import state_digest
 from . import attacks, distributed, resume
-from .datasets import epoch_batches, num_batches
 from .models import ModularNet, build_model, layers
 from .recipes import Recipe, resolve_precision
+from .splits import epoch_batches, num_batches
 
 log = logging.getLogger(__name__)
 

@@ -99,7 +99,7 @@ def recipe_params(config: dict, dataset: str, retrain: bool = False) -> dict:
     return {"name": cfg["recipe"], "overrides": dict(sorted(overrides.items()))}
 
 
-def eval_params(config: dict, dataset: str, analysis_name: str | None = None) -> dict:
+def eval_settings(config: dict, dataset: str, analysis_name: str | None = None) -> dict:
     """The dataset's evaluation settings, with an analysis's own `eval` overrides (reinit, features) on top;
     every key the schema has a default for is present."""
     cfg = with_defaults(dataset_config(config, dataset)["eval"], "datasets", "*", "eval")
@@ -113,10 +113,10 @@ def autoattack_config(config: dict, dataset: str) -> dict | None:
     return dataset_config(config, dataset).get("autoattack")
 
 
-def autoattack_params(config: dict, dataset: str) -> dict:
+def autoattack_eval_settings(config: dict, dataset: str) -> dict:
     """The AutoAttack evaluation's settings: eps from the dataset's `eval`, n/seed/version from `autoattack`."""
     aa = with_defaults(autoattack_config(config, dataset), "datasets", "*", "autoattack")
-    ev = eval_params(config, dataset)
+    ev = eval_settings(config, dataset)
     return {"attack": "autoattack", "eps": ev["eps"], "version": aa["version"], "n": aa.get("n", ev["n"]),
             "seed": aa.get("seed", ev["seed"]), "batch_size": ev["batch_size"]}
 

@@ -228,11 +228,20 @@ def divergence_path(s: Setting) -> str:
 
 
 NET_JOB = f"{_NET}/{{pretraining}}"  # the wildcards of a job on one pretrained net, as a path
+# Each rule's job as a path of its wildcards: its log's and benchmark file's name, and its name in `cost`.
+JOBS = {"pretrain": NET_JOB, "retrain": f"{NET_JOB}_then_{{retraining}}/{{group}}", "evaluate": f"{NET_JOB}/{{unit}}",
+        "evaluate_autoattack": f"{NET_JOB}/{{unit}}", "reinit": NET_JOB, "sample_features": NET_JOB,
+        "embed_features": f"{NET_JOB}_{{method}}", "feature_divergence": NET_JOB}
 
 
 def job_id(s: Setting) -> str:
     """A job on one pretrained net as a path (its log's and benchmark file's name)."""
     return NET_JOB.format(**_net(s))
+
+
+def job_name(rule: str, s: Setting, **fields) -> str:
+    """One job of a per-net rule as a path (`JOBS`), e.g. job_name("evaluate", s, unit="pretrained")."""
+    return JOBS[rule].format(**_net(s), retraining=s.retraining, **fields)
 
 
 def log_path(rule: str, job: str) -> str:

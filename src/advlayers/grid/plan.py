@@ -213,7 +213,8 @@ def reinit_settings(config: dict) -> list[Setting]:
     a = conf.analysis(config, "reinit")
     if not a:
         return []
-    return [Setting(ds, a["arch"], seed, p) for ds in a["datasets"] for seed in conf.seeds(config) for p in PRETRAININGS]
+    return [Setting(ds, a["arch"], seed, p) for ds in a["datasets"] for seed in conf.seeds(config)
+            for p in PRETRAININGS]
 
 
 def feature_settings(config: dict) -> list[Setting]:
@@ -280,7 +281,8 @@ def named_figure(config: dict, name: str) -> list[str]:
     if name in layout.CUTOFF_FIGURES:
         mapped = config.get("figures") or {}
         if name not in mapped:
-            raise ConfigError(f"{name} is not mapped to a dataset in config 'figures' (mapped: {', '.join(mapped) or 'none'})")
+            raise ConfigError(f"{name} is not mapped to a dataset in config 'figures' "
+                              f"(mapped: {', '.join(mapped) or 'none'})")
         return [*layout.figure_paths(layout.cutoff_figure(mapped[name])), layout.cutoff_claims_path(mapped[name])]
     a = layout.FIGURE_TARGETS[name]
     if not conf.analysis(config, a):

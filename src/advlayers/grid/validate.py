@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from . import conf, plan
-from .conf import analysis, eval_params
+from .conf import analysis, eval_settings
 from .vocabulary import (
     ARCHS,
     DATASETS,
@@ -85,7 +85,7 @@ def check(config: dict, root_exists=None) -> None:
             root_exists(ds, dcfg.get("root"))
     for ds in config["datasets"]:
         for name in (None, "reinit", "features"):
-            ev = eval_params(config, ds, name)
+            ev = eval_settings(config, ds, name)
             missing = [k for k in ("step_size", "steps") if ev["attack"] == "pgd" and k not in ev]
             if missing:
                 where = f"datasets.{ds}.eval" if name is None else f"analyses.{name}.eval (over datasets.{ds}.eval)"

@@ -24,6 +24,7 @@ group         the cells one retraining job trains (config `grouping`): one cell 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 PRETRAININGS = ("conventional", "adversarial")
@@ -110,8 +111,8 @@ def mask_modules(mask: str) -> tuple[str, ...]:
 def as_mask(value) -> str:
     """A module subset given as a mask ('101000'), a mask whose leading zeros a CSV reader dropped (1000), a
     'm0,m2' / 'm0+m2' string, '' / 'none', or a sequence of module names -> its mask."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value).zfill(NUM_MODULES)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = str(int(value)).zfill(NUM_MODULES)
     if isinstance(value, str):
         if len(value) == NUM_MODULES and set(value) <= MASK_CHARS:
             return value

@@ -20,19 +20,20 @@ from ..provenance import config_digest, environment
 log = logging.getLogger(__name__)
 
 
-def evaluate_split(model, data, settings: dict, *, device="cpu", labels: dict | None = None) -> dict:
-    """One net on the test images of `settings` (`grid.conf.eval_params`: attack, n, seed, batch size):
+def evaluate_split(model, data, eval_settings: dict, *, device="cpu", labels: dict | None = None) -> dict:
+    """One net on the test images of `eval_settings` (`grid.conf.eval_settings`: attack, n, seed, batch size):
     the `core.evaluation.evaluate` record with its per-sample "outcomes"."""
-    return evaluate(model, data.test, attack_from_settings(settings), n=settings["n"], seed=settings["seed"],
-                    batch_size=settings["batch_size"], device=device, progress=False, outcomes=True, labels=labels)
+    return evaluate(model, data.test, attack_from_settings(eval_settings), n=eval_settings["n"],
+                    seed=eval_settings["seed"], batch_size=eval_settings["batch_size"], device=device, progress=False,
+                    outcomes=True, labels=labels)
 
 
-def evaluate_checkpoints(checkpoints: dict, data, *, settings: dict, setting: Setting, data_path, device="cpu",
+def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, setting: Setting, data_path, device="cpu",
                          digest_of_config: str = "") -> tuple[list[dict], list[dict]]:
     """Evaluate each {cell: checkpoint path}; every checkpoint must be `setting`'s net of that cell.
 
     Returns (records, outcome rows). Records carry the net's identity from the checkpoint (after checking it),
-    the attack settings, accuracies with Wilson intervals, and provenance (recipe, precision, code, device)."""
+    the attack's settings, accuracies with Wilson intervals, and provenance (recipe, precision, code, device)."""
     records, outcomes = [], []
     data_digest = sha256_file(data_path)
     for cell, path in checkpoints.items():
@@ -41,7 +42,7 @@ def evaluate_checkpoints(checkpoints: dict, data, *, settings: dict, setting: Se
         if payload["inputs"].get("data", {}).get("sha256") not in (None, data_digest):
             raise ValueError(f"checkpoint {path} was trained on another version of {data_path} (its recorded sha256 "
                              "differs); rebuild it (`snakemake verify` lists the command)")
-        record = evaluate_split(model, data, settings, device=device, labels={
+        record = evaluate_split(model, data, eval_settings, device=device, labels={
             "dataset": payload["dataset"], "arch": payload["arch"], "width": payload.get("width", 1.0),
             "seed": payload["seed"], "pretraining": meta["pretraining"], "retraining": meta["retraining"],
             "cell": cell, "retrained_modules": meta["retrained_modules"]})
@@ -63,12 +64,13 @@ def evaluate_checkpoints(checkpoints: dict, data, *, settings: dict, setting: Se
     return records, outcomes
 
 
-def run(*, data: str, checkpoints: dict, settings: dict, setting: Setting, device: str, config: dict,
+def run(*, data: str, checkpoints: dict, eval_settings: dict, setting: Setting, device: str, config: dict,
         records_out: str, outcomes_out: str) -> None:
     """The job: evaluate `checkpoints` ({cell: path}) and write the records and the per-sample outcomes."""
-    records, outcomes = evaluate_checkpoints(checkpoints, load_prepared(data), settings=settings, setting=setting,
-                                             data_path=data, device=device, digest_of_config=config_digest(config))
+    records, outcomes = evaluate_checkpoints(checkpoints, load_prepared(data), eval_settings=eval_settings,
+                                             setting=setting, data_path=data, device=device,
+                                             digest_of_config=config_digest(config))
     write_parquet(outcomes_out, outcomes)
-    write_json(records_out, {"records": records, "eval_settings": settings,
+    write_json(records_out, {"records": records, "eval_settings": eval_settings,
                              "inputs": file_digests({"data": data, **checkpoints})})
     log.info("wrote %d records to %s", len(records), records_out)

@@ -19,23 +19,24 @@ DIVERGENCE_COLUMNS = ("dataset", "arch", "width", "seed", "pretraining", "module
                       "n_test", "seconds")
 
 
-def sample(*, data: str, pretrained: str, setting: Setting, features: dict, settings: dict, device: str,
+def sample(*, data: str, pretrained: str, setting: Setting, features: dict, eval_settings: dict, device: str,
            out: str) -> None:
     """Activation vectors after the configured modules (`features`: the config's analyses.features) for clean
-    test images and their PGD versions (`settings`: the features' evaluation settings), written to `out`."""
+    test images and their PGD versions (`eval_settings`: the features' evaluation settings), written to `out`."""
     from ..analyses.features import sample_activations, save_activations
     from ..core.checkpoints import load_checkpoint
     from ..core.datasets import load_prepared
     from ..core.evaluation import attack_from_settings
 
-    if settings["attack"] != "pgd":
-        raise ValueError(f"feature sampling attacks with PGD; the features eval config names {settings['attack']!r}")
+    if eval_settings["attack"] != "pgd":
+        raise ValueError("feature sampling attacks with PGD; the features' eval config names "
+                         f"{eval_settings['attack']!r}")
     features = conf.with_defaults(features, "analyses", "features")
     model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED})
     # the evaluation subset seed (not the training seed): every net of the grid is sampled on the same images
     result = sample_activations(model, load_prepared(data).test, modules=tuple(features["modules"]),
                                 n_images=features["n_images"], vectors_per_image=features["vectors_per_image"],
-                                attack=attack_from_settings(settings), seed=settings["seed"],
+                                attack=attack_from_settings(eval_settings), seed=eval_settings["seed"],
                                 batch_size=features["batch_size"], device=device)
     result["meta"].update(**setting.identity(), width=payload.get("width", 1.0),
                           inputs=file_digests({"data": data, "pretrained": pretrained}))

@@ -15,14 +15,14 @@ from .evaluate import evaluate_split
 log = logging.getLogger(__name__)
 
 
-def reinit_rows(model, initial_state: dict, data, *, settings: dict, bn_policies, redraw_seed: int, device="cpu",
+def reinit_rows(model, initial_state: dict, data, *, eval_settings: dict, bn_policies, redraw_seed: int, device="cpu",
                 **labels) -> list[dict]:
     """The original net, then every layer rewound and redrawn under each BatchNorm policy; one row per (layer,
     operation, bn_policy) with per-sample outcomes (list columns test_index, clean_correct, robust_correct) for
     paired statistics. The original net is evaluated once and listed under every policy."""
 
     def run_one(net):
-        record = evaluate_split(net, data, settings, device=device)
+        record = evaluate_split(net, data, eval_settings, device=device)
         outcomes = record.pop("outcomes")
         return {**record, **{k: v.tolist() for k, v in outcomes.items()}}
 
@@ -43,14 +43,14 @@ def reinit_rows(model, initial_state: dict, data, *, settings: dict, bn_policies
     return rows
 
 
-def run(*, data: str, pretrained: str, initial: str, setting: Setting, settings: dict, bn_policies, device: str,
+def run(*, data: str, pretrained: str, initial: str, setting: Setting, eval_settings: dict, bn_policies, device: str,
         out: str) -> None:
     """The job: Fig. 7's rows of one pretrained net, written to `out` with the digests of its inputs."""
     model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED})
     start, _ = load_checkpoint(initial, device=device, expect={**setting.identity(), "cell": "initial"})
     # Redraws come from a stream other than the pretraining seed's (which would be a rewind).
-    rows = reinit_rows(model, start.state_dict(), load_prepared(data), settings=settings, bn_policies=bn_policies,
-                       redraw_seed=REDRAW_SEED_OFFSET + setting.seed, device=device, **setting.identity(),
-                       width=payload.get("width", 1.0))
+    rows = reinit_rows(model, start.state_dict(), load_prepared(data), eval_settings=eval_settings,
+                       bn_policies=bn_policies, redraw_seed=REDRAW_SEED_OFFSET + setting.seed, device=device,
+                       **setting.identity(), width=payload.get("width", 1.0))
     write_parquet(out, rows, metadata={"inputs": file_digests({"data": data, "pretrained": pretrained,
                                                                "initial": initial})})

@@ -24,6 +24,11 @@ class Problem:
     detail: str
     target: str
 
+    @property
+    def command(self) -> str:
+        """The command that rebuilds it and everything made from it."""
+        return rebuild_command([self.target])
+
 
 @dataclass
 class Checked:
@@ -31,6 +36,18 @@ class Checked:
 
     problem: Problem | None = None
     inputs: dict = field(default_factory=dict)
+
+
+SNAKEMAKE = ("snakemake", "--cores", "all", "all_figures")
+
+
+def rebuild_command(targets, configfiles=()) -> str:
+    """`snakemake --cores all all_figures [--configfile F ...] --forcerun TARGET ...`: rebuilds the targets and
+    everything made from them."""
+    import shlex
+
+    extra = [a for c in configfiles for a in ("--configfile", c)]
+    return shlex.join([*SNAKEMAKE, *extra, "--forcerun", *sorted(dict.fromkeys(targets))])
 
 
 def rebuild_target(rel: str) -> str:

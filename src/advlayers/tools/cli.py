@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_pretrain_parser(sub)
 
-    sub.add_parser("cost", help="compute-cost model (advlayers.cost)", add_help=False)
-    sub.add_parser("verify", help="verify a results folder (advlayers.verify)", add_help=False)
+    sub.add_parser("cost", help="compute-cost model (advlayers.tools.cost)", add_help=False)
+    sub.add_parser("verify", help="verify a results folder (advlayers.tools.verify)", add_help=False)
     return parser
 
 

@@ -1,8 +1,8 @@
 """GPU-hours of a workflow config: pretraining, the retraining grid and the evaluation, per dataset and arch.
 
-    python -m advlayers.cost --configfile config/paper.yaml                   the table below
-    python -m advlayers.cost --configfile config/paper.yaml --throughput my_gpu.yaml
-    python -m advlayers.cost --measure --device cuda --out my_gpu.yaml        measure your GPU's throughputs
+    advlayers cost --configfile config/paper.yaml                   the table below
+    advlayers cost --configfile config/paper.yaml --throughput my_gpu.yaml
+    advlayers cost --measure --device cuda --out my_gpu.yaml        measure your GPU's throughputs
 
 The grid (datasets, archs, seeds, cells, batches, the recipes' epochs/attacks/precision, the evaluation's
 steps, restarts and n) is `advlayers.grid`'s expansion of the config, the one the Snakefile uses
@@ -71,8 +71,9 @@ from pathlib import Path
 import yaml
 
 from ..core.recipes import get_recipe
-from ..grid import conf, plan
+from ..grid import conf, layout, plan, validate
 from ..grid import vocabulary as vocab
+from ..grid.vocabulary import ConfigError
 
 REFERENCE_GPU = "1x A100 80GB, fp32/TF32"
 AMP_SPEEDUP = 2470 / 938  # NVIDIA's ResNet-50 v1.5 mixed-precision / TF32 throughput on one A100
@@ -91,7 +92,7 @@ THROUGHPUT: dict[str, dict[str, float]] = {
     "imagenette": dict(_LARGE),
     "imagenet": dict(_LARGE),
 }
-# (train, test) images of the datasets' splits (advlayers.datasets; Imagenette = imagenette2).
+# (train, test) images of the datasets' splits (advlayers.core.datasets; Imagenette = imagenette2).
 SPLIT_SIZES: dict[str, tuple[int, int]] = {
     "mnist5k": (4000, 1000),
     "digits": (1437, 360),
@@ -102,7 +103,7 @@ SPLIT_SIZES: dict[str, tuple[int, int]] = {
 IMAGE_SIZE = {"mnist5k": 32, "digits": 32, "cifar10": 32, "imagenette": 224, "imagenet": 224}
 NUM_CLASSES = {"mnist5k": 10, "digits": 10, "cifar10": 10, "imagenette": 10, "imagenet": 1000}
 
-STAGES = plan.GPU_RULES
+RULES = plan.GPU_RULES
 RESUMABLE = plan.RESUMABLE_RULES  # training resumes from results/.state
 
 
@@ -114,7 +115,7 @@ class CostModelError(ValueError):
 class Job:
     """One training or evaluation job of the grid and its estimated single-GPU seconds."""
 
-    stage: str
+    rule: str
     dataset: str
     arch: str
     name: str
@@ -124,17 +125,16 @@ class Job:
 # --------------------------------------------------------------------------- config
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paper.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "config" / "paper.yaml"
 
 
 def load_config(path) -> dict:
-    if not Path(path).is_file():
-        raise CostModelError(f"config file {path} does not exist (pass --configfile PATH)")
-    with open(path) as f:
-        config = yaml.safe_load(f)
-    if not isinstance(config, dict) or "datasets" not in config or "cutoffs" not in config:
-        raise CostModelError(f"{path}: not a workflow config (needs 'datasets' and 'cutoffs')")
-    return config
+    """The config as the workflow reads it (schema, defaults, cross-references; the datasets need not be there
+    to price them)."""
+    try:
+        return validate.load(path, roots=False)
+    except ConfigError as e:
+        raise CostModelError(str(e).removeprefix("config error: ")) from None
 
 
 def throughput(table: dict, dataset: str, arch: str) -> float:
@@ -184,7 +184,7 @@ def _speed(recipe) -> float:
 
 
 def layer_count(arch: str) -> int:
-    """Conv/linear layers of an arch (advlayers.models.layers), what layer-wise analyses iterate over."""
+    """Conv/linear layers of an arch (advlayers.core.models.layers), what layer-wise analyses iterate over."""
     return vocab.LAYER_COUNTS[arch]
 
 
@@ -221,45 +221,42 @@ def jobs(config: dict, table: dict | None = None) -> list[Job]:
     for rule, s, unit in plan.gpu_jobs(config):
         if rule == "pretrain":
             recipe = dataclasses.replace(_recipe(config, s.dataset, False), include_clean=False)  # Madry: no clean
-            seconds, name = train_seconds(s.dataset, s.arch, recipe, s.pretraining), f"pretrain_{s.pretraining}"
+            seconds = train_seconds(s.dataset, s.arch, recipe, s.pretraining)
         elif rule == "retrain":
             recipe = _recipe(config, s.dataset, True)
             seconds = len(groups[s][unit]) * train_seconds(s.dataset, s.arch, recipe, s.retraining)
-            name = f"retrain_{s.pretraining}_{unit}"
         elif rule == "evaluate":
             nets = len(plan.evaluation_cells(config, s, unit))
-            seconds = eval_seconds(s.dataset, s.arch, conf.eval_params(config, s.dataset), nets)
-            name = f"{s.pretraining}_{unit}"
+            seconds = eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset), nets)
         elif rule == "evaluate_autoattack":
-            aa = conf.autoattack_params(config, s.dataset)
+            aa = conf.autoattack_eval_settings(config, s.dataset)
             n = min(aa["n"] or sizes(s.dataset)[1], sizes(s.dataset)[1])
             seconds = len(plan.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / rate(s.dataset, s.arch)
-            name = f"autoattack_{s.pretraining}"
         elif rule == "reinit":
             a = conf.analysis(config, "reinit")
             policies = len(a.get("bn_policies") or vocab.BN_POLICIES)
-            seconds = eval_seconds(s.dataset, s.arch, conf.eval_params(config, s.dataset, "reinit"),
+            seconds = eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset, "reinit"),
                                    1 + 2 * layer_count(s.arch) * policies)
-            name = f"reinit_{s.pretraining}"
         else:  # sample_features: the attack on n_images test images (vector sampling is negligible)
             a = conf.analysis(config, "features")
-            ev = {**conf.eval_params(config, s.dataset, "features"), "n": a["n_images"]}
-            seconds, name = eval_seconds(s.dataset, s.arch, ev), f"features_{s.pretraining}"
-        out.append(Job(rule, s.dataset, s.arch, f"seed{s.seed}/{name}", seconds))
+            ev = {**conf.eval_settings(config, s.dataset, "features"), "n": a["n_images"]}
+            seconds = eval_seconds(s.dataset, s.arch, ev)
+        name = layout.job_name(rule, s, group=unit, unit=unit)
+        out.append(Job(rule, s.dataset, s.arch, name, seconds))
     return out
 
 
 def job_counts(config: dict) -> dict[str, int]:
-    """Jobs per stage (`STAGES`), whatever the throughputs."""
+    """Jobs per rule (`RULES`), whatever the throughputs."""
     return plan.job_counts(config)
 
 
-def _stage_resource(config, dataset, stage, key, default):
-    return conf.resources(config, dataset, stage, key, default)
+def _rule_resource(config, dataset, rule, key, default):
+    return conf.resources(config, dataset, rule, key, default)
 
 
 def summary(config: dict, table: dict | None = None) -> list[dict]:
-    """One row per (dataset, arch, stage): jobs, GPU-hours, the longest job's wall-clock and its time limit.
+    """One row per (dataset, arch, rule): jobs, GPU-hours, the longest job's wall-clock and its time limit.
 
     GPU-hours are single-GPU equivalents; a job with g GPUs (datasets.<name>.resources.pretrain.gpu) is assumed
     to take 1/g of the wall-clock time. Training jobs longer than their limit continue over `submissions`
@@ -268,18 +265,18 @@ def summary(config: dict, table: dict | None = None) -> list[dict]:
     rows: dict[tuple, dict] = {}
     default_gpus = max(1, (config.get("resources") or {}).get("gpu", 1))
     for job in jobs(config, table):
-        key = (job.dataset, job.arch, job.stage)
-        gpus = max(1, _stage_resource(config, job.dataset, job.stage, "gpu", default_gpus)) if job.stage == "pretrain" \
+        key = (job.dataset, job.arch, job.rule)
+        gpus = max(1, _rule_resource(config, job.dataset, job.rule, "gpu", default_gpus)) if job.rule == "pretrain" \
             else default_gpus
-        row = rows.setdefault(key, {"dataset": job.dataset, "arch": job.arch, "stage": job.stage, "jobs": 0,
+        row = rows.setdefault(key, {"dataset": job.dataset, "arch": job.arch, "rule": job.rule, "jobs": 0,
                                     "gpu_hours": 0.0, "longest_job_h": 0.0, "gpus": gpus})
         row["jobs"] += 1
         row["gpu_hours"] += job.seconds / 3600
         row["longest_job_h"] = max(row["longest_job_h"], job.seconds / 3600 / gpus)
     for row in rows.values():
-        row["limit_h"] = _stage_resource(config, row["dataset"], row["stage"], "runtime", 60) / 60
+        row["limit_h"] = _rule_resource(config, row["dataset"], row["rule"], "runtime", 60) / 60
         needed = max(1, math.ceil(row["longest_job_h"] / row["limit_h"]))
-        row["submissions"] = needed if row["stage"] in RESUMABLE or needed == 1 else "TOO LONG"
+        row["submissions"] = needed if row["rule"] in RESUMABLE or needed == 1 else "TOO LONG"
     return list(rows.values())
 
 
@@ -289,18 +286,18 @@ def _hours(h: float) -> str:
 
 def format_table(rows: list[dict]) -> str:
     lines = [
-        f"Estimated GPU-hours ({REFERENCE_GPU} reference throughputs; see `python -m advlayers.cost --help`)",
+        f"Estimated GPU-hours ({REFERENCE_GPU} reference throughputs; see `advlayers cost --help`)",
         "",
-        "| dataset | arch | stage | jobs | GPUs/job | GPU-h | longest job h | limit h | submissions |",
+        "| dataset | arch | rule | jobs | GPUs/job | GPU-h | longest job h | limit h | submissions |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['arch']} | {r['stage']} | {r['jobs']} | {r['gpus']} | {_hours(r['gpu_hours'])} | "
+        lines.append(f"| {r['dataset']} | {r['arch']} | {r['rule']} | {r['jobs']} | {r['gpus']} | {_hours(r['gpu_hours'])} | "
                      f"{_hours(r['longest_job_h'])} | {r['limit_h']:g} | {r['submissions']} |")
-    lines += ["", "| stage | jobs | GPU-h |", "|---|---:|---:|"]
-    for stage in STAGES:
-        sel = [r for r in rows if r["stage"] == stage]
-        lines.append(f"| {stage} | {sum(r['jobs'] for r in sel)} | {_hours(sum(r['gpu_hours'] for r in sel))} |")
+    lines += ["", "| rule | jobs | GPU-h |", "|---|---:|---:|"]
+    for rule in RULES:
+        sel = [r for r in rows if r["rule"] == rule]
+        lines.append(f"| {rule} | {sum(r['jobs'] for r in sel)} | {_hours(sum(r['gpu_hours'] for r in sel))} |")
     lines.append(f"| **total** | {sum(r['jobs'] for r in rows)} | {_hours(sum(r['gpu_hours'] for r in rows))} |")
     return "\n".join(lines)
 
@@ -315,7 +312,8 @@ def measure(datasets=None, archs=None, device: str = "cuda", steps: int = 10, wa
 
     import torch
 
-    from ..core.models import ARCHS, build_model
+    from ..core.models import build_model
+    from ..grid.vocabulary import ARCHS
 
     datasets = list(datasets or THROUGHPUT)
     archs = list(archs or ARCHS)
@@ -354,7 +352,7 @@ def measure(datasets=None, archs=None, device: str = "cuda", steps: int = 10, wa
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="advlayers cost", description="Estimated GPU-hours of a workflow config (the model: `pydoc "
-        "advlayers.cost`), or --measure this device's training throughput.")
+        "advlayers.tools.cost`), or --measure this device's training throughput.")
     parser.add_argument("--configfile", default=str(DEFAULT_CONFIG), help="workflow config (default: the "
                         "checkout's config/paper.yaml)")
     parser.add_argument("--throughput", metavar="FILE", help="YAML {dataset: {arch: images/s}} (e.g. from --measure)")

@@ -18,7 +18,7 @@ epoch on 256 images, PGD-10 on 64, ImageNet pretraining on 2 GPUs); the workflow
 (d) training throughput per (dataset, arch) from the pretraining jobs, in the units `advlayers cost
     --throughput` reads (``{dataset: {arch: images_per_s}}``, clean-training images/s of one GPU at width 1,
     in the cost model's fp32 reference units): images processed = epochs x the training images (train_subset,
-    at most the split's `advlayers.cost.SPLIT_SIZES`, in whole batches) x `advlayers.cost.train_units` (an
+    at most the split's `advlayers.tools.cost.SPLIT_SIZES`, in whole batches) x `advlayers.tools.cost.train_units` (an
     adversarial epoch costs k + 1 clean steps), divided by the seconds and the job's GPUs, times width^2,
     divided by the cost model's bf16 speed-up for recipes with precision auto/bf16 (which `cost` multiplies
     back): so `cost --throughput` reproduces the measured time. Two timings: the training loop (the epochs'

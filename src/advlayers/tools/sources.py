@@ -67,3 +67,22 @@ def library_files(src: str | Path, script: str | Path, relative_to: str | Path |
     files = sorted(_module_file(src, m) for m in seen)
     base = Path(relative_to) if relative_to is not None else None
     return [str(f.relative_to(base)) if base is not None else str(f) for f in files]
+
+
+# The files a run of the workflow needs (a copy of them runs it elsewhere: tests, benchmarks).
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "src", "profiles", "slurm")
+
+
+def copy_workflow(repo: str | Path, dst: str | Path) -> Path:
+    """The workflow's files of the checkout `repo` (not tests, results or caches) copied to `dst`."""
+    import shutil
+
+    repo, dst = Path(repo), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = repo / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, dst / name)
+    return dst

@@ -30,25 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from ..grid import layout
-from .artifacts import Problem, check, rebuild_target
+from .artifacts import Problem, check, rebuild_command, rebuild_target
 
 PROG = "advlayers verify"
-SNAKEMAKE = ("snakemake", "--cores", "all", "all_figures")
 CHECKED_KINDS = ("data", "pretrained", "initial", "cell", "evaluation", "outcomes", "activations", "reinit",
                  "embedding", "divergence", "claims_table", "table")
-
-
-def rebuild_command(targets, configfiles=()) -> str:
-    """`snakemake --cores all all_figures [--configfile F ...] --forcerun TARGET ...`: rebuilds the targets and
-    everything made from them."""
-    extra = [a for c in configfiles for a in ("--configfile", c)]
-    return shlex.join([*SNAKEMAKE, *extra, "--forcerun", *sorted(dict.fromkeys(targets))])
 
 
 def problem_line(p: Problem, configfiles=()) -> str:

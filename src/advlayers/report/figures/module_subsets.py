@@ -1,0 +1,146 @@
+"""Paper Fig. 6: which modules, retrained, buy robustness: per module, the accuracies of the module subsets that
+retrain it against those that do not (`module_summary`, the one summary of Fig. 6, and the figure that draws it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from ...grid.vocabulary import MODULE_NAMES, as_mask, opposite
+from .style import (
+    COLUMN_WIDTH,
+    FULL_WIDTH,
+    METRICS,
+    _accuracy_axis,
+    _figure,
+    _legend,
+    _ordered,
+    _plain,
+    _pretraining_title,
+    _styled,
+    _suptitle,
+    attack_text,
+    run_text,
+)
+
+SUMMARY_COLUMNS = ("module", "membership", "metric", "median", "q25", "q75", "n")
+
+
+def _masks(table: pd.DataFrame) -> pd.Series:
+    """Each row's module subset as a mask ('101000'): the `subset` column, else `retrained_modules`, in any form
+    `grid.vocabulary.as_mask` reads."""
+    for column in ("subset", "retrained_modules"):
+        if column in table:
+            return table[column].map(as_mask)
+    raise ValueError("module_summary needs a 'subset' (bitmask) or 'retrained_modules' column")
+
+
+def _groups(table: pd.DataFrame, by: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """(key, rows) per combination of the `by` columns; pretrainings in their usual order, other values as they
+    come (one group, key (), without `by`)."""
+    if not by:
+        return [((), table)]
+    orders = [_ordered(table[column]) for column in by]
+    keys = sorted({tuple(row) for row in table[by].itertuples(index=False)},
+                  key=lambda key: tuple(order.index(value) for order, value in zip(orders, key)))
+    groups = []
+    for key in keys:
+        selected = np.ones(len(table), bool)
+        for column, value in zip(by, key):
+            selected &= (table[column] == value).to_numpy()
+        groups.append((key, table[selected]))
+    return groups
+
+
+def module_summary(table: pd.DataFrame, by: Sequence[str] = ("pretraining",),
+                   metrics: Sequence[str] = ("clean_acc", "robust_acc")) -> pd.DataFrame:
+    """Paper Fig. 6: per `by` group (default: per pretraining) and module, the median and 25th / 75th
+    percentiles of each metric over the module subsets that include vs exclude the module ('000000', the
+    pretrained net, excludes every module). Several seeds of one subset are averaged first, so `n` counts subsets.
+
+    `table`: the `module_subsets` table (a `subset` bitmask column, or `retrained_modules`: 'm0,m2', a tuple,
+    ...; `grid.vocabulary.as_mask`). Returns columns *by, module, membership ('included'/'excluded'), metric,
+    median, q25, q75, n."""
+    table, by = _plain(table), list(by)
+    missing = [c for c in (*by, *metrics) if c not in table]
+    if missing:
+        raise ValueError(f"module_summary: missing column(s) {missing}")
+    work = table.assign(_mask=_masks(table).to_numpy())
+    per_subset = work.groupby([*by, "_mask"], sort=False)[list(metrics)].mean().reset_index()
+    rows = []
+    for key, group in _groups(per_subset, by):
+        for i, module in enumerate(MODULE_NAMES):
+            included = group["_mask"].str[i] == "1"
+            for membership, selected in (("included", group[included]), ("excluded", group[~included])):
+                for metric in metrics:
+                    values = selected[metric].astype(float)
+                    rows.append({**dict(zip(by, key)), "module": module, "membership": membership,
+                                 "metric": metric, "median": values.median(), "q25": values.quantile(0.25),
+                                 "q75": values.quantile(0.75), "n": int(values.count())})
+    return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])
+
+
+def subset_count_text(n: int) -> str:
+    return "all 64 module subsets" if n == 64 else f"{n} of 64 module subsets"
+
+
+@_styled
+def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
+    """Paper Fig. 6: per module, the median (bar) and interquartile range (error bar) of clean and robust
+    accuracy over the retrained module subsets that include (filled) or exclude (hatched) it; faint dots: the
+    individual subsets (mean over seeds). One panel per pretraining; the titles say how many subsets ran."""
+    table = _plain(table)
+    info = info or {}
+    summary = module_summary(table)
+    work = table.assign(_mask=_masks(table).to_numpy())
+    pretrainings = _ordered(summary["pretraining"])
+    width = COLUMN_WIDTH if len(pretrainings) == 1 else FULL_WIDTH
+    fig, axes = _figure(width, 2.9, 1, len(pretrainings), sharey=True)
+    bars = [(metric, membership) for metric in METRICS for membership in ("included", "excluded")]
+    bar_w = 0.19
+    rng = np.random.default_rng(0)
+    counts = {}
+    for ax, pretraining in zip(axes.flat, pretrainings):
+        sub = summary[summary["pretraining"] == pretraining]
+        points = work[work["pretraining"] == pretraining].groupby("_mask")[list(METRICS)].mean().reset_index()
+        counts[pretraining] = len(points)
+        x = np.arange(len(MODULE_NAMES))
+        for i, (metric, membership) in enumerate(bars):
+            part = sub[(sub["metric"] == metric) & (sub["membership"] == membership)].set_index("module")
+            part = part.reindex(list(MODULE_NAMES))
+            _, color, _, _ = METRICS[metric]
+            excluded = membership == "excluded"
+            pos = x + (i - 1.5) * bar_w
+            ax.bar(pos, part["median"], bar_w * 0.92, color="white" if excluded else color, edgecolor=color,
+                   hatch="/////" if excluded else None, lw=0.7, zorder=2)
+            ax.errorbar(pos, part["median"], yerr=[(part["median"] - part["q25"]).clip(lower=0),
+                                                      (part["q75"] - part["median"]).clip(lower=0)],
+                        fmt="none", ecolor="0.15", elinewidth=0.7, capsize=1.5, capthick=0.7, zorder=4)
+            for j in range(len(MODULE_NAMES)):
+                inside = points["_mask"].str[j] == "1"
+                vals = points.loc[inside if not excluded else ~inside, metric].astype(float).to_numpy()
+                jitter = rng.uniform(-0.28, 0.28, len(vals)) * bar_w
+                ax.scatter(pos[j] + jitter, vals, s=2.5, color="0.25", alpha=0.35, lw=0, zorder=3)
+        ax.set_xticks(x, [f"m{i}" for i in range(len(MODULE_NAMES))])
+        ax.set_xlabel("module")
+        ax.set_title(f"{_pretraining_title(pretraining, opposite(pretraining))}\n"
+                     f"({counts[pretraining]} subsets incl. the pretrained net)")
+        _accuracy_axis(ax, "median accuracy over subsets" if ax is axes.flat[0] else None)
+    attack = attack_text(info.get("attack"), table)
+    robust = f"robust ({attack.split(',')[0]})"
+    blue, vermillion = METRICS["clean_acc"][1], METRICS["robust_acc"][1]
+    handles = [Patch(facecolor=blue, edgecolor=blue, label="clean, module retrained"),
+               Patch(facecolor="white", edgecolor=blue, hatch="/////", label="clean, not retrained"),
+               Patch(facecolor=vermillion, edgecolor=vermillion, label=f"{robust}, module retrained"),
+               Patch(facecolor="white", edgecolor=vermillion, hatch="/////", label=f"{robust}, not retrained"),
+               Line2D([], [], color="0.15", marker="_", ms=5, ls="none", label="25th-75th percentile"),
+               Line2D([], [], color="0.25", alpha=0.6, marker="o", ms=2, ls="none",
+                      label="one subset (mean over seeds)")]
+    _legend(fig, handles, ncol=2 if width == COLUMN_WIDTH else 3)
+    n = max(counts.values()) if counts else 0
+    _suptitle(fig, f"Module subsets: {subset_count_text(n)} retrained; {run_text(info, table)}")
+    return fig
