@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, TINY as TINY_CONFIG, copy_repo
+from helpers import TINY as TINY_CONFIG, copy_repo
 
 pytestmark = pytest.mark.slow
 
@@ -225,8 +225,7 @@ def slurm_cluster(tmp_path_factory):
 
 
 def _copy_repo(dst: Path) -> Path:
-    root = copy_repo(dst)
-    shutil.copytree(REPO / "slurm", root / "slurm")
+    root = copy_repo(dst)  # copies slurm/ too (tools.sources.WORKFLOW_FILES)
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
     return root
 

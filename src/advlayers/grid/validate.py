@@ -50,13 +50,15 @@ def load(path, *, roots: bool = True) -> dict:
     import yaml
 
     if not Path(path).is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist (pass --configfile PATH)")
     try:
         config = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"config file {path} does not hold a mapping of config keys")
+    if not {"datasets", "cutoffs"} & config.keys():
+        raise ConfigError(f"config file {path} is not a workflow config (needs 'datasets' and 'cutoffs')")
     apply_schema(config)
     check(config, root_exists=check_root if roots else None)
     return config
