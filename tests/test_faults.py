@@ -551,6 +551,19 @@ def test_config_error_stops_snakemake_before_any_job(tiny_run, tmp_path):
     assert not re.search(r"^(local)?rule \w+:$", out, re.M) and snapshot(tiny_run) == before
 
 
+@pytest.mark.slow
+def test_dry_run_lists_the_jobs_without_the_datasets(tiny_run, tmp_path):
+    """Users list and price the paper's jobs before downloading the data: a missing root is a warning in a dry run."""
+    config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
+    config["datasets"]["cifar10"] = {**config["datasets"]["digits"], "root": "/nonexistent"}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    before = snapshot(tiny_run)
+    rc, out = snakemake(tiny_run, *TARGETS, "-n", "--configfile", str(tmp_path / "bad.yaml"), check=False)
+    assert rc == 0, out
+    assert "datasets.cifar10.root = '/nonexistent' does not exist" in out and "a real run stops before any job" in out
+    assert re.search(r"^prepare_data\s+1$", out, re.M) and snapshot(tiny_run) == before
+
+
 # --------------------------------------------------------------------------- permissions, locks, signals
 
 

@@ -22,11 +22,31 @@ from advlayers.tools.sources import library_files  # noqa: E402
 # The schema first (types, unknown keys, enums, defaults), then names, cross-references and dataset folders,
 # all before any job runs.
 
+
+
+# A missing dataset folder does not stop a dry run (users list and price the jobs before downloading ~150 GB);
+# a real run stops on it in `onstart`, which Snakemake runs before the first job and never in a dry run.
+MISSING_ROOTS = []
+
+
+def note_missing_root(dataset, root):
+    try:
+        validate.check_root(dataset, root)
+    except ConfigError as e:
+        MISSING_ROOTS.append(str(e))
+        logger.warning(f"{e} (a dry run goes on; a real run stops before any job)")
+
+
 try:
     validate.apply_schema(config)
-    validate.check(config, root_exists=validate.check_root)
+    validate.check(config, root_exists=note_missing_root)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+
+
+onstart:
+    if MISSING_ROOTS:
+        raise WorkflowError("; ".join(MISSING_ROOTS))
 
 SEEDS = conf.seeds(config)
 GROUPS = plan.groups(config)
