@@ -15,6 +15,23 @@ import math
 from .claim_rules import CLAIMS as V1_CLAIMS
 from .claim_rules import FAR, MARGINAL, MOST, SEPARABLE, SMALL, Claim  # noqa: F401 (the same words as v1)
 
+RULES_TEXT = """Words of the paper map to numbers as in v1: G = rob(adversarially pretrained) - rob(conventionally
+pretrained); MOST = 0.5 (of G), SMALL = 0.25, FAR = 0.25, MARGINAL = 0.03 (clean accuracy), SEPARABLE = 0.75
+(detector AUROC).
+
+Intervals: percentile intervals of B = 2000 two-stage bootstrap replicates (training seeds with replacement, then
+test images with replacement, one image draw shared by every net of a statistic); C8 draws seeds and takes each
+drawn seed's image-cluster replicate. A claim holds when its 95% interval lies entirely on its side of the
+threshold, fails when entirely on the other side, is inconclusive when it straddles it, not run when the config
+made none of its cells. Plateaus (C1b, C5b) hold inside (-0.25, +0.25) and fail entirely outside it;
+intersection-union tests (C5a, C7b, C8c) hold when every comparison holds and fail when one fails.
+
+Controls: A (adversarial retraining of every module of the conventional net, cell m111111) and B (conventional
+retraining of every module of the adversarial net) as fractions of G; a claim that needs one (A: C1a, C1b, C2,
+C5a, C5b, C6a, C6b; B: C3a, C3b, C4) is confounded when its point estimate is below 0.8 or it is missing;
+verdict_unadjusted keeps the claim's own verdict. G <= 0: the fractions of G are not testable. Family-wise: Holm
+over the one-sided bootstrap p-values of the claims with an interval, at 0.025."""
+
 RULES = ("v1", "v2")
 CONTROL = 0.8  # the bar of the retraining controls, judged on the point estimate
 MIN_EFFECT_C7A = 0.05  # five points of robust accuracy: the smallest gain that "induces robustness"

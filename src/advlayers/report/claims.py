@@ -1,6 +1,12 @@
-"""The claims check: every claim of the paper tested from a run's tables (`report.claim_rules`: statistics,
-thresholds and the verdict rule; `report.claim_checks`: one checker per figure), as claims.parquet, claims.md
-and the report's HTML."""
+"""The claims check: every claim of the paper tested from a run's tables, as claims.parquet, claims.md and the
+report's HTML, by the rules of config `claims.rules`:
+
+* v2 (default): registered in docs/claims-v2.md before any v2 result, written after the tuning-image (v1)
+  results had been seen (`report.claim_rules_v2`; checkers `report.claim_checks_v2`,
+  `report.claim_checks_v2_analyses`; verdicts, controls, Holm: `report.claim_verdicts`);
+* v1: the rules of dd0f8f3, committed after some demo results had been seen and kept unchanged for
+  comparison (`report.claim_rules`, `report.claim_checks`).
+"""
 
 from __future__ import annotations
 
@@ -121,8 +127,8 @@ def _threshold(r) -> str:
 def _rules_text(table: pd.DataFrame) -> str:
     if "rules_version" not in table:
         return RULES_DOC.split("Claims (paper")[0].strip()
-    return (rules_v2.__doc__.strip() + "\n\nThe registration of these rules, made before any v2 result: "
-            "docs/claims-v2.md. " + "\n\n" + RULES_DOC.split("Claims (paper")[0].strip().split("\n\n", 1)[1])
+    return (rules_v2.__doc__.strip() + "\n\n" + rules_v2.RULES_TEXT + "\n\nThe registration of these rules, "
+            "committed before any v2 result: docs/claims-v2.md.")
 
 
 def to_markdown(table: pd.DataFrame, details: bool = True) -> str:
