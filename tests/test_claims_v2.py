@@ -386,6 +386,8 @@ def test_image_parts():
     assert rules.ONE_SEED in one_seed
     mixed = tables["outcomes"].assign(image_part=np.where(tables["outcomes"]["test_index"] < 50, "tuning",
                                                           "confirmation"))
+    tuning = claims.check_cutoff_claims(tables["cutoff"], tables["outcomes"].assign(image_part="tuning"))
+    assert set(tuning["image_part"]) == {"tuning"} and rules.TUNING in tuning.set_index("claim").loc["C1a", "note"]
     for version in ("v1", "v2"):
         with pytest.raises(ValueError, match=r"^claims: the evaluations mix image parts \(confirmation, tuning\)"):
             claims.check_cutoff_claims(tables["cutoff"], mixed, rules=version)

@@ -95,6 +95,7 @@ G_NOT_POSITIVE = ("G = {g:.3f} <= 0: adversarial pretraining bought no robustnes
                   "of G are undefined")
 C0_NOT_MET = "precondition C0 not met"
 ONE_SEED = "one training seed: the interval covers test images only"
+TUNING = "tuning images: the demo's settings were chosen on them, so this verdict confirms nothing"
 
 
 def row(claim: Claim, labels: tuple = ("", "", "", ""), *, judged: dict | None = None, cells=(), n_images=0,
@@ -103,7 +104,8 @@ def row(claim: Claim, labels: tuple = ("", "", "", ""), *, judged: dict | None =
     judged = judged or {"value": math.nan, "ci_lo": math.nan, "ci_hi": math.nan, "p_value": math.nan,
                         "verdict": status}
     dataset, arch, variant, attack = labels
-    notes = [n for n in (note, ONE_SEED if len(seeds) == 1 and status is None else "") if n]
+    notes = [n for n in (note, ONE_SEED if len(seeds) == 1 and status is None else "",
+                         TUNING if image_part == "tuning" and status is None else "") if n]
     return {"claim": claim.id, "figure": claim.figure, "claim_text": claim.text, "statistic": claim.statistic,
             "dataset": dataset, "arch": arch, "variant": variant, "attack": attack, "value": judged["value"],
             "ci_lo": judged["ci_lo"], "ci_hi": judged["ci_hi"], "threshold": claim.threshold, "side": claim.side,
