@@ -1,5 +1,6 @@
-"""advlayers.claims and advlayers.stats: each claim's checker on hand-made tables where it must hold, fail and
-be inconclusive; the statistics behind the intervals."""
+"""advlayers.claims (rules v1, kept unchanged for comparison) and advlayers.stats: each claim's checker on
+hand-made tables where it must hold, fail and be inconclusive; the statistics behind the intervals. The v2
+rules: tests/test_claims_v2.py."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def no_effect(pretraining, cell):
 
 
 def verdicts(tables):
-    table = claims.check_claims(tables)
+    table = claims.check_claims(tables, rules="v1")
     assert list(table.columns) == list(claims.COLUMNS)
     return {r.claim: r for r in table.itertuples()}
 
@@ -93,9 +94,9 @@ def test_cutoff_claims_alone_match_the_whole_check():
     tables = make_tables(paper_like)
     cutoff_cells = set(tables["cutoff"]["cell"])
     only_cutoff_nets = tables["outcomes"][tables["outcomes"]["cell"].isin(cutoff_cells)]
-    alone = claims.check_cutoff_claims(tables["cutoff"], only_cutoff_nets)
+    alone = claims.check_cutoff_claims(tables["cutoff"], only_cutoff_nets, rules="v1")
     assert list(alone["claim"]) == ["C0", "C1a", "C1b", "C2", "C3a", "C3b", "C4"]
-    whole = claims.check_claims(tables).set_index("claim").loc[list(alone["claim"])]
+    whole = claims.check_claims(tables, rules="v1").set_index("claim").loc[list(alone["claim"])]
     assert (alone["verdict"].values == whole["verdict"].values).all()
     assert np.allclose(alone["value"].values, whole["value"].values)
 
@@ -198,7 +199,7 @@ def test_feature_claims():
 
 
 def test_markdown_lists_every_claim():
-    text = claims.to_markdown(claims.check_claims(make_tables(paper_like)))
+    text = claims.to_markdown(claims.check_claims(make_tables(paper_like), rules="v1"))
     for claim in claims.CLAIMS:
         assert f"| {claim.id} |" in text
     assert "holds" in text and "## Rules" in text

@@ -10,6 +10,7 @@ rule claims:
         html=report(layout.path("claims_html"), caption="../report/claims.rst", category="Claims"),
     params:
         analyses=lambda wc: sorted((config.get("analyses") or {})),
+        rules=conf.claims_rules(config),
     log:
         layout.log_path("claims", "all"),
     benchmark:
@@ -30,6 +31,8 @@ rule cutoff_claims:
         library=library("claims"),
     output:
         markdown=layout.pattern("cutoff_claims"),
+    params:
+        rules=conf.claims_rules(config),
     log:
         layout.log_path("claims", "cutoff_{dataset}"),
     benchmark:

@@ -132,6 +132,11 @@ def resources(config: dict, dataset: str, rule: str, key: str, default_value):
     return ((dataset_config(config, dataset).get("resources") or {}).get(section) or {}).get(key, default_value)
 
 
+def claims_rules(config: dict) -> str:
+    """The rules of the claims check (config `claims.rules`: v2 or v1)."""
+    return str(with_defaults(config.get("claims"), "claims")["rules"])
+
+
 def job_threads(config: dict) -> int:
     return int(with_defaults(config.get("resources"), "resources")["threads"])
 
