@@ -23,7 +23,7 @@ rule pretrain:
     resources:
         # gpu > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (advlayers.jobs.pretrain)
         gpu=lambda wc: conf.resources(config, wc.dataset, "pretrain", "gpu", conf.job_gpus(config)),
-        runtime=resources_of("pretrain", "runtime", 60),
+        runtime=runtime_of("pretrain"),
         mem_mb=resources_of("pretrain", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
@@ -51,7 +51,7 @@ rule retrain:
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),
-        runtime=resources_of("retrain", "runtime", 60),
+        runtime=runtime_of("retrain"),
         mem_mb=resources_of("retrain", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
