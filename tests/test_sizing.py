@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,19 @@ def test_sizing_the_dag_imports_no_torch_and_is_quick():
             "'unit': 'pretrained'}); assert 'torch' not in sys.modules; print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) < 20, out.stdout  # ~1.3 s on the 2-core CI machine (the grid's expansion)
+
+
+def test_a_job_over_the_partition_limit_warns_in_a_dry_run_and_stops_a_real_run(repo_copy, tmp_path):
+    """On a 24 h partition the Imagenette VGG-16 AutoAttack evaluations cannot fit: the dry run lists the jobs and
+    names them; a real run stops before its first job (onstart); training jobs ask for the limit."""
+    from helpers import snakemake
+
+    (tmp_path / "partition.yaml").write_text("cluster: {max_runtime: 1440}\n")
+    args = ("all_figures", "--configfile", "config/paper.yaml", str(tmp_path / "partition.yaml"))
+    rc, out = snakemake(repo_copy, "-n", *args, check=False)
+    assert rc == 0, out[-3000:]
+    assert out.count("job too long for the partition: evaluate_autoattack imagenette/vgg16_bn") == 2, out[-3000:]
+    assert "runtime=1440" in out and not any(int(m) > 1440 for m in re.findall(r"runtime=(\d+)", out))
+    rc, out = snakemake(repo_copy, *args, "--cores", "1", check=False)
+    assert rc != 0 and "job too long for the partition" in out and "cluster.max_runtime = 1440" in out, out[-3000:]
+    assert not (repo_copy / "results" / "data").exists()

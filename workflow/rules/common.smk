@@ -87,13 +87,20 @@ def resources_of(rule, key, default):
 
 def runtime_of(rule):
     """Runtime (minutes) of a training job: sized once per DAG (`RUNTIMES`); a retry resumes from its state."""
-    return lambda wc: RUNTIMES.of(rule, dict(wc.items()))
+    return retry_runtime(rule, retried=False)
 
 
-def retry_runtime(rule):
+def retry_runtime(rule, retried=True):
     """Runtime of a job that keeps no resume state: a retry after a time-out gets a longer limit, up to the
     partition's cluster.max_runtime."""
-    return lambda wc, attempt: RUNTIMES.retry(rule, dict(wc.items()), attempt)
+
+    def runtime(wc, attempt):
+        try:
+            return RUNTIMES.retry(rule, dict(wc.items()), attempt if retried else 1)
+        except ConfigError as e:
+            raise WorkflowError(str(e)) from None
+
+    return runtime
 
 
 def log_of(rule):

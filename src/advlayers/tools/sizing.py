@@ -126,6 +126,8 @@ class Runtimes:
     def of(self, rule: str, wildcards: dict) -> int:
         s = Setting(wildcards["dataset"], wildcards["arch"], int(wildcards["seed"]), wildcards["pretraining"])
         name = layout.job_name(rule, s, **{k: v for k, v in wildcards.items() if k in ("group", "unit")})
+        if (rule, name) not in self.sized:
+            raise ConfigError(f"config error: {rule} job {name} is not part of this config's grid (advlayers.grid.plan)")
         return self.sized[(rule, name)].runtime
 
     def retry(self, rule: str, wildcards: dict, attempt: int) -> int:
