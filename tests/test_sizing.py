@@ -105,8 +105,12 @@ def test_a_job_over_the_partition_limit_warns_in_a_dry_run_and_stops_a_real_run(
 
     (tmp_path / "partition.yaml").write_text("cluster: {max_runtime: 1440}\n")
     args = ("all_figures", "--configfile", "config/paper.yaml", str(tmp_path / "partition.yaml"))
-    rc, out = snakemake(repo_copy, "-n", *args, check=False)
+    rc, out = snakemake(repo_copy, "-n", *args, "--cores", "128", check=False)
     assert rc == 0, out[-3000:]
+    # the 8-GPU ImageNet pretraining asks for 8 cores per GPU (its DataLoader workers), the other jobs for 8
+    threads = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"log: logs/pretrain/(\S+)\.log\n(?:.*\n)*?\s*threads: (\d+)", out)}
+    assert threads["imagenet/resnet50/seed0/conventional"] == 64 and threads["cifar10/resnet18/seed0/adversarial"] == 8
     assert out.count("job too long for the partition: evaluate_autoattack imagenette/vgg16_bn") == 2, out[-3000:]
     assert "runtime=1440" in out and not any(int(m) > 1440 for m in re.findall(r"runtime=(\d+)", out))
     rc, out = snakemake(repo_copy, *args, "--cores", "1", check=False)

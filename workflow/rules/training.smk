@@ -19,7 +19,7 @@ rule pretrain:
         log_of("pretrain"),
     benchmark:
         benchmark_of("pretrain")
-    threads: conf.job_threads(config)
+    threads: resources_of("pretrain", "threads", conf.job_threads(config))  # DataLoader workers: all GPUs' ranks
     resources:
         # gpu > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (advlayers.jobs.pretrain)
         gpu=lambda wc: conf.resources(config, wc.dataset, "pretrain", "gpu", conf.job_gpus(config)),
@@ -48,7 +48,7 @@ rule retrain:
         log_of("retrain"),
     benchmark:
         benchmark_of("retrain")
-    threads: conf.job_threads(config)
+    threads: resources_of("retrain", "threads", conf.job_threads(config))
     resources:
         gpu=conf.job_gpus(config),
         runtime=runtime_of("retrain"),
