@@ -189,7 +189,7 @@ def evaluation_part(plan: Plan, model, stage: str) -> list[dict]:
     for name, spec in [("PGD-10", AttackSpec(eps=eps, step_size=eps / 4, steps=10)),
                        ("AutoAttack standard", AutoAttackSpec(eps=eps, n_classes=classes))]:
         t0 = time.perf_counter()
-        clean, robust = spec.robust_correct(model, x, y, generator=torch.Generator(plan.device).manual_seed(0))
+        clean, robust = spec.robust_correct(model, x, y, generator=torch.Generator().manual_seed(0))  # CPU draws
         _sync(plan.device)
         ok = bool((robust <= clean).all()) and robust.shape == y.shape
         out.append({"path": f"{name} ({plan.archs[0]}, {stage}, {len(y)} images)", "status": OK if ok else NOT_OK,
