@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from advlayers.core.datasets import load_dataset, load_prepared, prepare_dataset
-from advlayers.core.splits import AugmentSpec, FolderSplit, TensorSplit, epoch_batches, num_batches
+from advlayers.core.splits import AugmentSpec, FolderSplit, TensorSplit, default_workers, epoch_batches, num_batches
 from advlayers.grid.vocabulary import DATASETS
 
 WNIDS = ["n01440764", "n02102040", "n03000684"]
@@ -285,6 +285,19 @@ def test_folder_batches_reproducible_and_worker_independent(imagenette_tgz):
     small = split.subset(5, seed=0)
     assert isinstance(small, FolderSplit) and len(small) == 5 and small.samples == split.subset(5, seed=0).samples
     assert split.to("cpu") is split
+
+
+def test_default_workers_share_the_allocated_cpus_between_local_ranks(monkeypatch):
+    """Workers follow the CPUs the job may use (a SLURM allocation, not the node's count), divided among the
+    node's DDP ranks: 8 ranks with 8 workers each on 8 allocated CPUs would run 64 decoders on 8 cores."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 256)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == 16 and default_workers(limit=100) == 64
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert default_workers() == 8 and FolderSplit([], []).num_workers == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert default_workers() == 1
 
 
 def test_folder_epoch_batches_split_across_ranks(imagenette_tgz):

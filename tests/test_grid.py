@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from advlayers.tools import cost
+from advlayers.tools import cost, sizing
 from advlayers.grid import conf, layout, plan, validate, vocabulary as vocab
 from advlayers.core.models import build_model, layers
 from advlayers.core.recipes import PRESETS, Recipe
@@ -163,18 +163,30 @@ def test_table_coordinates_name_every_cell():
     assert len(subsets) == 2 * 64 and {r["cell"] for r in subsets if r["subset"] == "000000"} == {"pretrained"}
 
 
-def _job_stats(root, *config_args) -> dict[str, int]:
+def _job_stats(root, *config_args) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """Jobs per rule of a dry run, and {(rule, job name): runtime} of its GPU jobs (from the log paths)."""
     _, out = snakemake(root, "-n", "all_figures", *config_args)
     table = out[out.index("Job stats:"):].split("\n\n")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    stats = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    runtimes = {}
+    for block in out.split("rule ")[1:]:
+        log = re.search(r"^\s*log: logs/(\w+)/(\S+)\.log$", block, re.M)
+        runtime = re.search(r"^\s*resources: .*\bruntime=(\d+)", block, re.M)
+        if log and runtime and log.group(1) in cost.RULES:
+            runtimes[(log.group(1), log.group(2))] = int(runtime.group(1))
+    return stats, runtimes
 
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml"])
 def test_cost_model_and_workflow_agree_on_every_job(repo_copy, configfile):
-    stats = _job_stats(repo_copy, "--configfile", configfile)
+    """The same jobs, and each GPU job asks for the runtime `advlayers.tools.sizing` gives it (the cost model's
+    estimate x safety factor on the paper config; cluster.cpu_runtime on the CPU demo)."""
+    stats, runtimes = _job_stats(repo_copy, "--configfile", configfile)
     config = yaml.safe_load((REPO / configfile).read_text())
     assert cost.job_counts(config) == {rule: stats.get(rule, 0) for rule in cost.RULES}
     assert plan.job_counts(config)["retrain"] == sum(len(b) for b in plan.groups(config).values())
+    sized = sizing.size(cost.load_config(REPO / configfile))
+    assert runtimes == {key: s.runtime for key, s in sized.items()}
 
 
 @pytest.mark.parametrize("edit, message", [

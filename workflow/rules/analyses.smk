@@ -22,7 +22,7 @@ rule reinit:
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),
-        runtime=retry_runtime("reinit", 60),
+        runtime=retry_runtime("reinit"),
         mem_mb=resources_of("reinit", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
@@ -49,7 +49,7 @@ rule sample_features:
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),
-        runtime=retry_runtime("sample_features", 60),
+        runtime=retry_runtime("sample_features"),
         mem_mb=resources_of("sample_features", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"

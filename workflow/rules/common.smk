@@ -16,6 +16,7 @@ sys.path.insert(0, str(SRC))  # this checkout's library; the grid imports no tor
 
 from advlayers.grid import conf, layout, plan, validate  # noqa: E402
 from advlayers.grid.vocabulary import MODULE_LAYERS, ConfigError, Setting  # noqa: E402
+from advlayers.tools.sizing import Runtimes  # noqa: E402  (torch-free: the cost model sizes the time limits)
 from advlayers.tools.sources import library_files  # noqa: E402
 
 # --------------------------------------------------------------------------- config validation
@@ -44,9 +45,21 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 
+# Each GPU job's runtime: the cost model's estimate x cluster.safety_factor within cluster.max_runtime, unless the
+# config sets it (advlayers.tools.sizing). A job that cannot fit (no resume state) is, like a missing dataset,
+# a warning in a dry run and an error before the first job of a real run.
+try:
+    RUNTIMES = Runtimes(config)
+    TOO_LONG = RUNTIMES.problems()
+except (ConfigError, ValueError) as e:
+    raise WorkflowError(str(e)) from None
+for problem in TOO_LONG:
+    logger.warning(f"job too long for the partition: {problem} (a dry run goes on; a real run stops before any job)")
+
+
 onstart:
-    if MISSING_ROOTS:
-        raise WorkflowError("; ".join(MISSING_ROOTS))
+    if MISSING_ROOTS or TOO_LONG:
+        raise WorkflowError("; ".join(MISSING_ROOTS + [f"job too long for the partition: {p}" for p in TOO_LONG]))
 
 SEEDS = conf.seeds(config)
 GROUPS = plan.groups(config)
@@ -72,9 +85,22 @@ def resources_of(rule, key, default):
     return lambda wc: conf.resources(config, wc.dataset, rule, key, default)
 
 
-def retry_runtime(rule, default):
-    """Runtime of a job that keeps no resume state: a retry after a time-out gets a longer limit."""
-    return lambda wc, attempt: conf.resources(config, wc.dataset, rule, "runtime", default) * attempt
+def runtime_of(rule):
+    """Runtime (minutes) of a training job: sized once per DAG (`RUNTIMES`); a retry resumes from its state."""
+    return retry_runtime(rule, retried=False)
+
+
+def retry_runtime(rule, retried=True):
+    """Runtime of a job that keeps no resume state: a retry after a time-out gets a longer limit, up to the
+    partition's cluster.max_runtime."""
+
+    def runtime(wc, attempt):
+        try:
+            return RUNTIMES.retry(rule, dict(wc.items()), attempt if retried else 1)
+        except ConfigError as e:
+            raise WorkflowError(str(e)) from None
+
+    return runtime
 
 
 def log_of(rule):

@@ -21,7 +21,7 @@ rule evaluate:
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),
-        runtime=retry_runtime("evaluate", 60),
+        runtime=retry_runtime("evaluate"),
         mem_mb=resources_of("evaluate", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
@@ -51,7 +51,7 @@ rule evaluate_autoattack:
     threads: conf.job_threads(config)
     resources:
         gpu=conf.job_gpus(config),
-        runtime=retry_runtime("evaluate_autoattack", 60),
+        runtime=retry_runtime("evaluate_autoattack"),
         mem_mb=resources_of("evaluate_autoattack", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"

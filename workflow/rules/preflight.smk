@@ -1,5 +1,5 @@
 # `snakemake preflight --configfile config/paper.yaml config/preflight.yaml`: the paper's whole DAG at toy size
-# (config/preflight.yaml), then a checklist of what a cluster run needs (docs/cluster.md, "Step 1: preflight";
+# (config/preflight.yaml), then a checklist of what a cluster run needs (docs/cluster.md, "Step 2: preflight";
 # advlayers.preflight). Included after the `all_figures` target, whose inputs it takes; other targets never
 # need its outputs.
 

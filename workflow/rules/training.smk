@@ -19,11 +19,11 @@ rule pretrain:
         log_of("pretrain"),
     benchmark:
         benchmark_of("pretrain")
-    threads: conf.job_threads(config)
+    threads: resources_of("pretrain", "threads", conf.job_threads(config))  # DataLoader workers: all GPUs' ranks
     resources:
         # gpu > 1 (e.g. ImageNet): DDP with SyncBatchNorm inside the one job (advlayers.jobs.pretrain)
         gpu=lambda wc: conf.resources(config, wc.dataset, "pretrain", "gpu", conf.job_gpus(config)),
-        runtime=resources_of("pretrain", "runtime", 60),
+        runtime=runtime_of("pretrain"),
         mem_mb=resources_of("pretrain", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"
@@ -48,10 +48,10 @@ rule retrain:
         log_of("retrain"),
     benchmark:
         benchmark_of("retrain")
-    threads: conf.job_threads(config)
+    threads: resources_of("retrain", "threads", conf.job_threads(config))
     resources:
         gpu=conf.job_gpus(config),
-        runtime=resources_of("retrain", "runtime", 60),
+        runtime=runtime_of("retrain"),
         mem_mb=resources_of("retrain", "mem_mb", 4000),
     conda:
         "../envs/advlayers.yaml"

@@ -133,13 +133,24 @@ class _ImageFiles(torch.utils.data.Dataset):
             return self.transform(image), label
 
 
+def default_workers(limit: int = 16) -> int:
+    """DataLoader workers of a process: the CPUs it may run on (SLURM's allocation, not the node's count) shared
+    by the node's DDP ranks (torchrun's LOCAL_WORLD_SIZE), at most `limit` (benchmarks/results.md, "Input
+    pipeline": one worker decodes ~300 ImageNet-like JPEGs/s, a GPU needs up to ~19 of them)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(limit, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
+
+
 class FolderSplit:
     """A streamed split of image files, ImageFolder-style: `samples` are (path, class index)."""
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], image_size: int = FOLDER_IMAGE_SIZE,
                  *, num_workers: int | None = None, augment: AugmentSpec = AugmentSpec(flip=True)):
         self.samples, self.classes, self.image_size, self.augment = list(samples), list(classes), image_size, augment
-        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.num_workers = default_workers() if num_workers is None else num_workers
         self.device = torch.device("cpu")
         self.index = torch.arange(len(self.samples))  # positions in the full split
 

@@ -41,8 +41,8 @@ def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides:
     from ..core.training import pretrain
     from ..io import sha256_file, state_digest
 
-    if threads:
-        torch.set_num_threads(threads)
+    if threads:  # the job's cores, shared by its ranks (each also starts DataLoader workers: splits.default_workers)
+        torch.set_num_threads(max(1, threads // distributed.env_world_size()))
     resolved = get_recipe(recipe, **overrides)  # bad settings fail before the group is joined
     check_arch(arch)
     if not Path(data).is_file():

@@ -6,6 +6,7 @@
     advlayers pretrain --data ... --out ...                     pretrain one net (also under torchrun: DDP)
     advlayers cost ...                                          the compute-cost model (`advlayers.tools.cost`)
     advlayers verify ...                                        checks of a results folder (`advlayers.tools.verify`)
+    advlayers acceptance --device cuda --out DIR                one-GPU acceptance run (`advlayers.tools.acceptance`)
 
 `main(argv)` returns the exit status instead of exiting, so the workflow can run ``main(["pretrain", ...])``
 in its own process; errors in the input (a missing or mismatching checkpoint, a bad value) end in one line
@@ -37,7 +38,7 @@ from pathlib import Path
 from ..grid import vocabulary as vocab  # standard library only: --help stays fast
 
 PROG = "advlayers"
-FORWARDED = ("cost", "verify")  # subcommands whose arguments belong to another module's main(argv)
+FORWARDED = ("cost", "verify", "acceptance")  # subcommands whose arguments belong to another module's main(argv)
 INPUT_ERRORS = (ValueError, OSError)  # CheckpointError and vocab.ConfigError are ValueErrors
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,8 @@ def _forward(name: str, argv: list[str]) -> int:
         from .cost import main as cost_main
 
         run = cost_main
+    elif name == "acceptance":
+        from .acceptance import main as run
     else:
         from .verify import main as run
     try:
@@ -338,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("cost", help="compute-cost model (advlayers.tools.cost)", add_help=False)
     sub.add_parser("verify", help="verify a results folder (advlayers.tools.verify)", add_help=False)
+    sub.add_parser("acceptance", help="one-GPU acceptance run, throughput.yaml (advlayers.tools.acceptance)",
+                   add_help=False)
     return parser
 
 

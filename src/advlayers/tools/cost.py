@@ -1,282 +1,51 @@
-"""GPU-hours of a workflow config: pretraining, the retraining grid and the evaluation, per dataset and arch.
+"""`advlayers cost`: GPU-hours of a workflow config per dataset, arch and rule, each job's time limit, or
+--measure a device's training throughput.
 
-    advlayers cost --configfile config/paper.yaml                   the table below
+    advlayers cost --configfile config/paper.yaml                   the table
     advlayers cost --configfile config/paper.yaml --throughput my_gpu.yaml
     advlayers cost --measure --device cuda --out my_gpu.yaml        measure your GPU's throughputs
 
-The grid (datasets, archs, seeds, cells, batches, the recipes' epochs/attacks/precision, the evaluation's
-steps, restarts and n) is `advlayers.grid`'s expansion of the config, the one the Snakefile uses
-(tests/test_cost.py checks the job counts per rule against `snakemake -n`).
-
-Cost model (single-GPU-equivalent hours, one job = one checkpoint or one evaluation)
--------------------------------------------------------------------------------------
-* unit: one clean training step on one image (forward + backward + update), at the rate
-  ``THROUGHPUT[dataset][arch]`` images/s of the reference GPU;
-* clean (conventional) training epoch: ``train_images`` units (``train_subset`` when set);
-* adversarial training epoch: ``train_images * (k + c)`` units: k attack steps (forward + backward to the
-  input, PGD-k; FGSM-RS is k = 1) plus the training step on the adversarial batch, doubled when
-  ``include_clean`` adds the clean batch (c = 2, else 1). CIFAR's PGD-7 with clean samples: 9x clean.
-* retraining: the full cost of an epoch in the retraining mode for every cell of a job (an upper bound:
-  conventional retraining of the later modules skips part of the backward pass); each cell is priced once,
-  however many figures use it;
-* evaluation of one checkpoint: ``n`` test images x (F + restarts * (steps + F)) units, F = 1/3 (a forward pass
-  is about a third of a forward + backward); PGD-200 with one restart is about 201 units per image;
-* AutoAttack (``datasets.<name>.autoattack``): ``AUTOATTACK_UNITS`` (~3,570) units per image and net, the
-  worst case of a point that stays robust through all four attacks;
-* the analyses (config ``analyses``): Fig. 5 and Fig. 6 cells are retraining cells (above); Fig. 7 is one job
-  per (dataset, seed, pretraining) doing ``1 + 2 x layers x BatchNorm policies`` evaluations; Fig. 8 feature
-  sampling is one PGD attack on ``n_images``; the CPU-only embeddings are left out;
-* a narrower net (``width`` w) trains ``1 / w^2`` times faster (convolution FLOPs scale with w^2);
-* a ``precision: bf16`` recipe runs ``AMP_SPEEDUP`` times faster than the fp32 (TF32) reference;
-* a job with g GPUs (``datasets.<name>.resources.pretrain.gpu``) takes 1/g of the wall-clock time (the
-  GPU-hours stay the same); jobs longer than their rule's time limit are flagged: training resumes over
-  several submissions, evaluation-type jobs (evaluate, reinit, sample_features) do not.
-
-Reference throughputs (``THROUGHPUT``; assumptions, not measurements on the paper's hardware)
----------------------------------------------------------------------------------------------
-Anchor: NVIDIA DeepLearningExamples, ResNet-50 v1.5 for PyTorch (PyTorch/Classification/ConvNets/
-resnet50v1.5/README.md, "Training performance: NVIDIA DGX A100 (8x A100 80GB)", pytorch-21.03 NGC): one
-A100 80GB trains ResNet-50 at 224 px with 938 images/s in TF32 and 2470 images/s with mixed precision.
-The paper's recipes train in fp32 (TF32 on an A100), so 938 images/s is the ResNet-50/ImageNet entry; the
-training FLOPs of this package's models (torch.utils.flop_counter, forward + backward, per image) scale it:
-
-    GFLOP/image   resnet18  resnet50  vgg11_bn  vgg16_bn
-    224 px           10.65     24.30     44.88     92.04   (Imagenette is trained at 224 px too)
-     32 px           0.217     0.496     1.027     1.989   (torchvision's ImageNet stems on 32 px images)
-
-* 224 px: 938 x 24.30 / GFLOP (compute-bound): resnet18 2140, vgg11_bn 508, vgg16_bn 248 images/s;
-* 32 px: half that FLOP rate (small feature maps use the GPU worse), capped where eager PyTorch's per-layer
-  kernel launches dominate (~5 ms per step for a ResNet-18, ~15 ms for a ResNet-50, batch 128): resnet18
-  20000, resnet50 8000, vgg11_bn 11000, vgg16_bn 5700 images/s. These are the least certain entries (about
-  2x either way); they matter little next to the 224 px ones.
-* Relative arch costs measured on this repository's 2-core CPU at 32 px (batch 32, forward + backward):
-  resnet18 1 : resnet50 2.9 : vgg11_bn 4.1 : vgg16_bn 7.8, close to the FLOP ratios 1 : 2.3 : 4.7 : 9.2.
-
-Replace the table with your own numbers: ``--measure`` times a few training steps of every (dataset, arch)
-on a device and writes a YAML of images/s (``{dataset: {arch: images_per_s}}``); ``--throughput FILE``
-reads such a file (entries not in it keep the defaults).
-
-Length: most of it is the documented model and the reference table; the enumeration is `advlayers.grid`'s.
+The model (what a job costs, the reference throughputs and where they come from) is `advlayers.tools.cost_model`;
+each job's time limit (the estimate times `cluster.safety_factor`, within the partition's `cluster.max_runtime`)
+is `advlayers.tools.sizing`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from ..core.recipes import get_recipe
-from ..grid import conf, layout, plan, validate
 from ..grid import vocabulary as vocab
-from ..grid.vocabulary import ConfigError
-
-REFERENCE_GPU = "1x A100 80GB, fp32/TF32"
-AMP_SPEEDUP = 2470 / 938  # NVIDIA's ResNet-50 v1.5 mixed-precision / TF32 throughput on one A100
-FORWARD_FRACTION = 1 / 3  # forward pass / (forward + backward)
-# AutoAttack "standard" on an image that stays robust: APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 steps and
-# Square's 5,000 forward queries (~5000/3 units): an upper bound, images broken early cost far less.
-AUTOATTACK_UNITS = 100 + 900 + 900 + 5000 * FORWARD_FRACTION
-
-# Clean-training images/s on the reference GPU (see the module docstring for the derivation).
-_SMALL = {"resnet18": 20000.0, "resnet50": 8000.0, "vgg11_bn": 11000.0, "vgg16_bn": 5700.0}
-_LARGE = {"resnet18": 2140.0, "resnet50": 938.0, "vgg11_bn": 508.0, "vgg16_bn": 248.0}
-THROUGHPUT: dict[str, dict[str, float]] = {
-    "mnist5k": dict(_SMALL),
-    "digits": dict(_SMALL),
-    "cifar10": dict(_SMALL),
-    "imagenette": dict(_LARGE),
-    "imagenet": dict(_LARGE),
-}
-# (train, test) images of the datasets' splits (advlayers.core.datasets; Imagenette = imagenette2).
-SPLIT_SIZES: dict[str, tuple[int, int]] = {
-    "mnist5k": (4000, 1000),
-    "digits": (1437, 360),
-    "cifar10": (50000, 10000),
-    "imagenette": (9469, 3925),
-    "imagenet": (1281167, 50000),
-}
-IMAGE_SIZE = {"mnist5k": 32, "digits": 32, "cifar10": 32, "imagenette": 224, "imagenet": 224}
-NUM_CLASSES = {"mnist5k": 10, "digits": 10, "cifar10": 10, "imagenette": 10, "imagenet": 1000}
-
-RULES = plan.GPU_RULES
-RESUMABLE = plan.RESUMABLE_RULES  # training resumes from results/.state
-
-
-class CostModelError(ValueError):
-    """A config the cost model cannot price (an arch or dataset without a reference throughput)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One training or evaluation job of the grid and its estimated single-GPU seconds."""
-
-    rule: str
-    dataset: str
-    arch: str
-    name: str
-    seconds: float
-
-
-# --------------------------------------------------------------------------- config
-
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "config" / "paper.yaml"
-
-
-def load_config(path) -> dict:
-    """The config as the workflow reads it (schema, defaults, cross-references; the datasets need not be there
-    to price them)."""
-    try:
-        return validate.load(path, roots=False)
-    except ConfigError as e:
-        raise CostModelError(str(e).removeprefix("config error: ")) from None
-
-
-def throughput(table: dict, dataset: str, arch: str) -> float:
-    if dataset not in table:
-        raise CostModelError(f"no reference throughput for dataset {dataset!r} (known: {', '.join(sorted(table))}); "
-                             "add it with --throughput FILE")
-    if arch not in table[dataset]:
-        raise CostModelError(f"no reference throughput for arch {arch!r} on dataset {dataset!r} (known: "
-                             f"{', '.join(sorted(table[dataset]))}); add it with --throughput FILE")
-    value = table[dataset][arch]
-    if not (isinstance(value, (int, float)) and value > 0):
-        raise CostModelError(f"throughput of {arch} on {dataset} must be > 0 images/s, got {value!r}")
-    return float(value)
-
-
-def load_throughput(path=None) -> dict[str, dict[str, float]]:
-    """The default table, updated with the entries of a YAML file ``{dataset: {arch: images_per_s}}``."""
-    table = {ds: dict(archs) for ds, archs in THROUGHPUT.items()}
-    if path is not None:
-        with open(path) as f:
-            extra = yaml.safe_load(f) or {}
-        if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
-            raise CostModelError(f"{path}: expected {{dataset: {{arch: images_per_s}}}}")
-        for ds, archs in extra.items():
-            table.setdefault(ds, {}).update(archs)
-    return table
-
-
-# --------------------------------------------------------------------------- the model
-
-
-def train_units(recipe, mode: str) -> float:
-    """Clean-training-step units per training image and epoch."""
-    if mode == "conventional":
-        return 1.0
-    attack_steps = 1 if recipe.attack == "fgsm_rs" else recipe.steps
-    return attack_steps + (2 if recipe.include_clean else 1)
-
-
-def eval_units(steps: int, restarts: int) -> float:
-    return FORWARD_FRACTION + restarts * (steps + FORWARD_FRACTION)
-
-
-def _speed(recipe) -> float:
-    # precision "auto" resolves to bf16 on the reference A100 (compute capability 8.0)
-    return AMP_SPEEDUP if recipe.precision in ("bf16", "auto") else 1.0
-
-
-def layer_count(arch: str) -> int:
-    """Conv/linear layers of an arch (advlayers.core.models.layers), what layer-wise analyses iterate over."""
-    return vocab.LAYER_COUNTS[arch]
-
-
-def _recipe(config: dict, dataset: str, retrain: bool):
-    params = conf.recipe_params(config, dataset, retrain)
-    return get_recipe(params["name"], **params["overrides"])
-
-
-def jobs(config: dict, table: dict | None = None) -> list[Job]:
-    """Every GPU job of the config (`plan.gpu_jobs`, the Snakefile's enumeration), with single-GPU seconds."""
-    table = THROUGHPUT if table is None else table
-    out: list[Job] = []
-    groups = plan.groups(config)
-
-    def sizes(dataset):
-        if dataset not in SPLIT_SIZES:
-            raise CostModelError(f"unknown dataset {dataset!r} (known: {', '.join(SPLIT_SIZES)})")
-        return SPLIT_SIZES[dataset]
-
-    def rate(dataset, arch):
-        return throughput(table, dataset, arch) / conf.width(config, dataset) ** 2
-
-    def train_seconds(dataset, arch, recipe, mode):
-        n_train = sizes(dataset)[0]
-        images = min(recipe.train_subset or n_train, n_train)
-        return recipe.epochs * images * train_units(recipe, mode) / (rate(dataset, arch) * _speed(recipe))
-
-    def eval_seconds(dataset, arch, ev, evaluations=1):
-        n_test = sizes(dataset)[1]
-        n = min(ev.get("n") or n_test, n_test)
-        units = eval_units(ev.get("steps") or 0, ev.get("restarts", 1))
-        return evaluations * n * units / rate(dataset, arch)
-
-    for rule, s, unit in plan.gpu_jobs(config):
-        if rule == "pretrain":
-            recipe = dataclasses.replace(_recipe(config, s.dataset, False), include_clean=False)  # Madry: no clean
-            seconds = train_seconds(s.dataset, s.arch, recipe, s.pretraining)
-        elif rule == "retrain":
-            recipe = _recipe(config, s.dataset, True)
-            seconds = len(groups[s][unit]) * train_seconds(s.dataset, s.arch, recipe, s.retraining)
-        elif rule == "evaluate":
-            nets = len(plan.evaluation_cells(config, s, unit))
-            seconds = eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset), nets)
-        elif rule == "evaluate_autoattack":
-            aa = conf.autoattack_eval_settings(config, s.dataset)
-            n = min(aa["n"] or sizes(s.dataset)[1], sizes(s.dataset)[1])
-            seconds = len(plan.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / rate(s.dataset, s.arch)
-        elif rule == "reinit":
-            a = conf.analysis(config, "reinit")
-            policies = len(a.get("bn_policies") or vocab.BN_POLICIES)
-            seconds = eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset, "reinit"),
-                                   1 + 2 * layer_count(s.arch) * policies)
-        else:  # sample_features: the attack on n_images test images (vector sampling is negligible)
-            a = conf.analysis(config, "features")
-            ev = {**conf.eval_settings(config, s.dataset, "features"), "n": a["n_images"]}
-            seconds = eval_seconds(s.dataset, s.arch, ev)
-        name = layout.job_name(rule, s, group=unit, unit=unit)
-        out.append(Job(rule, s.dataset, s.arch, name, seconds))
-    return out
-
-
-def job_counts(config: dict) -> dict[str, int]:
-    """Jobs per rule (`RULES`), whatever the throughputs."""
-    return plan.job_counts(config)
-
-
-def _rule_resource(config, dataset, rule, key, default):
-    return conf.resources(config, dataset, rule, key, default)
+from . import sizing
+from .cost_model import (  # noqa: F401  (the model's names, as `advlayers.tools.cost` always offered them)
+    AMP_SPEEDUP, AUTOATTACK_UNITS, DEFAULT_CONFIG, FORWARD_FRACTION, IMAGE_SIZE, NUM_CLASSES, REFERENCE_GPU,
+    RESUMABLE, RULES, SPLIT_SIZES, THROUGHPUT, CostModelError, Job, eval_units, get_recipe, job_counts, jobs,
+    layer_count, load_config, load_throughput, throughput, train_units, _speed)
 
 
 def summary(config: dict, table: dict | None = None) -> list[dict]:
-    """One row per (dataset, arch, rule): jobs, GPU-hours, the longest job's wall-clock and its time limit.
+    """One row per (dataset, arch, rule): jobs, GPU-hours, the longest job's wall-clock, its time limit and the
+    submissions it needs (`advlayers.tools.sizing`: the runtime the workflow asks for).
 
     GPU-hours are single-GPU equivalents; a job with g GPUs (datasets.<name>.resources.pretrain.gpu) is assumed
     to take 1/g of the wall-clock time. Training jobs longer than their limit continue over `submissions`
     submissions (resume from results/.state); evaluation-type jobs do not resume: `submissions` is then "TOO LONG".
     """
     rows: dict[tuple, dict] = {}
-    default_gpus = max(1, (config.get("resources") or {}).get("gpu", 1))
-    for job in jobs(config, table):
-        key = (job.dataset, job.arch, job.rule)
-        gpus = max(1, _rule_resource(config, job.dataset, job.rule, "gpu", default_gpus)) if job.rule == "pretrain" \
-            else default_gpus
-        row = rows.setdefault(key, {"dataset": job.dataset, "arch": job.arch, "rule": job.rule, "jobs": 0,
-                                    "gpu_hours": 0.0, "longest_job_h": 0.0, "gpus": gpus})
+    for s in sizing.size(config, table).values():
+        job = s.job
+        row = rows.setdefault((job.dataset, job.arch, job.rule), {
+            "dataset": job.dataset, "arch": job.arch, "rule": job.rule, "jobs": 0, "gpu_hours": 0.0,
+            "longest_job_h": 0.0, "gpus": s.gpus, "limit_h": 0.0, "submissions": 1})
         row["jobs"] += 1
         row["gpu_hours"] += job.seconds / 3600
-        row["longest_job_h"] = max(row["longest_job_h"], job.seconds / 3600 / gpus)
-    for row in rows.values():
-        row["limit_h"] = _rule_resource(config, row["dataset"], row["rule"], "runtime", 60) / 60
-        needed = max(1, math.ceil(row["longest_job_h"] / row["limit_h"]))
-        row["submissions"] = needed if row["rule"] in RESUMABLE or needed == 1 else "TOO LONG"
+        row["longest_job_h"] = max(row["longest_job_h"], s.wall_h)
+        row["limit_h"] = max(row["limit_h"], s.runtime / 60)
+        if s.submissions > 1 and row["submissions"] != "TOO LONG":
+            row["submissions"] = max(row["submissions"], s.submissions) if job.rule in RESUMABLE else "TOO LONG"
     return list(rows.values())
 
 
@@ -284,16 +53,20 @@ def _hours(h: float) -> str:
     return f"{h:,.1f}" if h >= 10 else f"{h:.2f}" if h >= 0.01 else f"{h:.4f}"
 
 
-def format_table(rows: list[dict]) -> str:
-    lines = [
-        f"Estimated GPU-hours ({REFERENCE_GPU} reference throughputs; see `advlayers cost --help`)",
+def format_table(rows: list[dict], cluster: dict | None = None) -> str:
+    lines = [f"Estimated GPU-hours ({REFERENCE_GPU} reference throughputs; see `advlayers cost --help`)"]
+    if cluster:
+        lines.append(f"Time limit per job (`limit h`, what the workflow asks for): the longest job x safety factor "
+                     f"{cluster['safety_factor']:g}, at least {cluster['min_runtime']} min, at most the partition's "
+                     f"{cluster['max_runtime']} min (config `cluster`; explicit `resources.<stage>.runtime` wins)")
+    lines += [
         "",
         "| dataset | arch | rule | jobs | GPUs/job | GPU-h | longest job h | limit h | submissions |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['dataset']} | {r['arch']} | {r['rule']} | {r['jobs']} | {r['gpus']} | {_hours(r['gpu_hours'])} | "
-                     f"{_hours(r['longest_job_h'])} | {r['limit_h']:g} | {r['submissions']} |")
+                     f"{_hours(r['longest_job_h'])} | {_hours(r['limit_h'])} | {r['submissions']} |")
     lines += ["", "| rule | jobs | GPU-h |", "|---|---:|---:|"]
     for rule in RULES:
         sel = [r for r in rows if r["rule"] == rule]
@@ -352,7 +125,7 @@ def measure(datasets=None, archs=None, device: str = "cuda", steps: int = 10, wa
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="advlayers cost", description="Estimated GPU-hours of a workflow config (the model: `pydoc "
-        "advlayers.tools.cost`), or --measure this device's training throughput.")
+        "advlayers.tools.cost_model`), or --measure this device's training throughput.")
     parser.add_argument("--configfile", default=str(DEFAULT_CONFIG), help="workflow config (default: the "
                         "checkout's config/paper.yaml)")
     parser.add_argument("--throughput", metavar="FILE", help="YAML {dataset: {arch: images/s}} (e.g. from --measure)")
@@ -375,7 +148,10 @@ def main(argv=None) -> int:
             print(text, end="")
             return 0
         config = load_config(args.configfile)
-        print(format_table(summary(config, load_throughput(args.throughput))))
+        table = load_throughput(args.throughput or sizing.cluster(config).get("throughput"))
+        print(format_table(summary(config, table), sizing.cluster(config)))
+        for line in sizing.problems(config, sizing.size(config, table)):
+            print(f"TOO LONG: {line}")
     except (CostModelError, vocab.ConfigError, OSError, yaml.YAMLError) as e:
         print(f"advlayers cost: error: {e}", file=sys.stderr)
         return 2

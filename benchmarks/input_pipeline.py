@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Input pipeline (issue 22): how many DataLoader workers one GPU needs to stay busy on ImageNet / Imagenette.
+
+    python benchmarks/input_pipeline.py                 ~1-2 CPU-minutes; prints the tables
+    python benchmarks/input_pipeline.py --write         and updates its section of benchmarks/results.md
+    python benchmarks/input_pipeline.py --quick         smoke version (tests/test_benchmarks_smoke.py)
+
+It writes ImageNet-like JPEGs (500 x 375, quality 90, smooth colour fields with texture, about the bytes per pixel
+of ImageNet photos) into benchmarks/_work/jpegs/ (git-ignored) and runs `FolderSplit` - the streamed split the
+workflow trains ImageNet and Imagenette with (PIL decode, RandomResizedCrop(224) + flip, ToTensor; evaluation:
+Resize(256) + CenterCrop(224)) - with num_workers=0, so that one process does all the work a DataLoader worker
+does. Images per CPU-second of that process is the rate of one worker on a core of its own (wall time is printed
+beside it: on a shared machine it is the noisier figure). The images/s one GPU consumes in each stage is the cost
+model's (`advlayers.tools.cost_model`: reference A100 throughput x the bf16 speed-up of `precision: auto` /
+the stage's units per image); their ratio is the workers that GPU needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORK = HERE / "_work" / "jpegs"
+sys.path.insert(0, str(REPO / "src"))
+
+BEGIN, END = "<!-- input_pipeline:begin -->", "<!-- input_pipeline:end -->"
+STAGES = ("pretrain", "retrain")
+
+
+def write_jpegs(folder: Path, n: int, classes: int = 10, size=(500, 375), seed: int = 0) -> float:
+    """n JPEGs in ImageFolder layout (folder/c<k>/<i>.JPEG); returns their mean size in KB (written once)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = [folder / f"c{i % classes}" / f"{i:05d}.JPEG" for i in range(n)]
+    for i, path in enumerate(paths):
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 256, (size[1] // 25 + 1, size[0] // 25 + 1, 3), dtype=np.uint8)
+        base = np.asarray(Image.fromarray(coarse).resize(size, Image.BICUBIC), dtype=np.int16)
+        texture = rng.normal(0, 12, (size[1], size[0], 1))  # photo-like high frequencies
+        image = np.clip(base + texture, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(path, quality=90)
+    return sum(p.stat().st_size for p in paths) / n / 1024
+
+
+def time_split(split, augment: bool, batch_size: int = 32) -> dict:
+    """One pass over the split in this process (num_workers=0): images, wall s, CPU s of this process."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    images = 0
+    for x, _ in split.batches(batch_size, shuffle=augment, augment=augment, generator=gen):
+        images += len(x)
+    return {"images": images, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+
+
+def gpu_rates(config: dict) -> list[dict]:
+    """Images/s one reference GPU consumes per (dataset, arch, stage) of the folder datasets in `config`."""
+    from advlayers.grid import conf
+    from advlayers.tools import cost_model
+
+    rows = []
+    for ds, dcfg in config["datasets"].items():
+        if ds not in ("imagenette", "imagenet"):
+            continue
+        ev = conf.eval_settings(config, ds)
+        for arch in dcfg["archs"]:
+            rate = cost_model.throughput(cost_model.THROUGHPUT, ds, arch) / conf.width(config, ds) ** 2
+            for stage in STAGES:
+                recipe = cost_model._recipe(config, ds, stage == "retrain")
+                if stage == "pretrain":  # Madry: adversarial pretraining adds no clean batch (as cost_model.jobs)
+                    recipe = dataclasses.replace(recipe, include_clean=False)
+                for mode in ("conventional", "adversarial"):
+                    units = cost_model.train_units(recipe, mode)
+                    rows.append({"dataset": ds, "arch": arch, "stage": f"{stage} {mode}", "augment": True,
+                                 "gpu_images_s": rate * cost_model._speed(recipe) / units})
+            units = cost_model.eval_units(ev.get("steps") or 0, ev.get("restarts", 1))
+            rows.append({"dataset": ds, "arch": arch, "stage": f"evaluate PGD-{ev.get('steps')}", "augment": False,
+                         "gpu_images_s": rate / units})
+    return rows
+
+
+def report(res: dict) -> str:
+    per = res["per_worker"]
+    lines = [BEGIN, "## Input pipeline: DataLoader workers per GPU (filled by `python benchmarks/input_pipeline.py "
+             "--write`)", "",
+             f"Run on {res['date']} on `{res['cpu']}` ({res['cores']} cores, shared; load average at start "
+             f"{res['load']}), torch {res['torch']}, Pillow {res['pillow']}. {res['n']} synthetic ImageNet-like JPEGs "
+             f"(500 x 375, quality 90, mean {res['kb']:.0f} KB) through `FolderSplit` with num_workers=0 (one process "
+             "doing one worker's work; images per CPU-second = one worker on a core of its own).", "",
+             "| transform | images | wall s | CPU s | images / wall s | images / CPU s (one worker) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in per.items():
+        lines.append(f"| {name} | {r['images']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                     f"{r['images'] / r['wall_s']:.0f} | {r['images'] / r['cpu_s']:.0f} |")
+    lines += ["", "Images/s one GPU consumes (the cost model's reference A100 throughput, bf16 for `precision: auto`, "
+              "config/paper.yaml's recipes; adversarial = k attack steps + the training step (+ the clean batch in "
+              "retraining); `retrain` at the whole net's cost: retraining fewer layers consumes images faster) and the "
+              "workers that takes at this CPU's per-worker rate:", "",
+              "| dataset | arch | stage | GPU images/s | workers per GPU |", "|---|---|---|---:|---:|"]
+    for r in res["gpu"]:
+        worker = per["train (RandomResizedCrop + flip)" if r["augment"] else "eval (Resize + CenterCrop)"]
+        need = r["gpu_images_s"] / (worker["images"] / worker["cpu_s"])
+        lines.append(f"| {r['dataset']} | {r['arch']} | {r['stage']} | {r['gpu_images_s']:,.0f} | {need:.1f} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=600, help="JPEGs (600; each pass reads all of them)")
+    ap.add_argument("--quick", action="store_true", help="32 JPEGs: a smoke run")
+    ap.add_argument("--write", action="store_true", help="update the section of benchmarks/results.md")
+    ap.add_argument("--config", default=str(REPO / "config" / "paper.yaml"))
+    args = ap.parse_args(argv)
+    import PIL
+    import torch
+
+    from advlayers.core.splits import FolderSplit
+    from advlayers.tools import cost_model
+
+    torch.set_num_threads(1)  # a DataLoader worker runs its transform on one thread
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    n = 32 if args.quick else args.n
+    folder = WORK / f"n{n}"
+    kb = write_jpegs(folder, n)
+    split = FolderSplit.from_folder(folder, num_workers=0)
+    per = {"train (RandomResizedCrop + flip)": time_split(split, True),
+           "eval (Resize + CenterCrop)": time_split(split, False)}
+    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout
+    res = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "n": n, "kb": kb,
+           "cpu": " ".join(cpu.split(":", 1)[-1].split()) or "unknown", "cores": os.cpu_count(),
+           "load": load, "torch": torch.__version__,
+           "pillow": PIL.__version__, "per_worker": per, "gpu": gpu_rates(cost_model.load_config(args.config))}
+    text = report(res)
+    print(text)
+    if args.write:
+        path = HERE / "results.md"
+        old = path.read_text()
+        if BEGIN in old and END in old:
+            old = old[:old.index(BEGIN)] + old[old.index(END) + len(END):].lstrip("\n")
+        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
