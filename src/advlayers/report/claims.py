@@ -96,30 +96,12 @@ def to_markdown(table: pd.DataFrame, details: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-VERDICT_COLOURS = {"holds": "#cfe8cf", "fails": "#f4c7c3", "inconclusive": "#fce8b2", "not run": "#e8e8e8"}
-
-
 def to_html(table: pd.DataFrame) -> str:
-    """The claims table as a self-contained HTML page (the report shows it inline)."""
-    import html
+    """The claims page of the report (`report.landing`): verdict summary, claims table linked to the figures and
+    tables, the rules."""
+    from .landing import claims_html
 
-    shown = table.assign(interval=[f"[{_fmt(r.ci_lo)}, {_fmt(r.ci_hi)}]" if r.verdict != "not run" else ""
-                                   for r in table.itertuples()],
-                         value=table["value"].map(_fmt), threshold=[f"{r.side} {r.threshold:g}" for r in table.itertuples()])
-    columns = ["claim", "figure", "dataset", "arch", "variant", "claim_text", "statistic", "value", "interval",
-               "threshold", "verdict", "note"]
-    rows = []
-    for r in shown[columns].itertuples(index=False):
-        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in r[:-2])
-        colour = VERDICT_COLOURS.get(r.verdict, "#fff")
-        rows.append(f"<tr>{cells}<td style='background:{colour}'><b>{html.escape(r.verdict)}</b></td>"
-                    f"<td>{html.escape(str(r.note))}</td></tr>")
-    header = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
-    rules = html.escape(RULES_DOC.split("Claims (paper")[0].strip()).replace("\n\n", "</p><p>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>claims</title><style>"
-            "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
-            "padding:3px 6px;vertical-align:top}</style></head><body><h2>Does this run reproduce the paper?</h2>"
-            f"<table><tr>{header}</tr>{''.join(rows)}</table><h3>Rules</h3><p>{rules}</p></body></html>\n")
+    return claims_html(table, VERDICTS, RULES_DOC.split("Claims (paper")[0].strip())
 
 
 def run(*, tables: list, markdown: str, table_out: str | None = None, html: str | None = None,
