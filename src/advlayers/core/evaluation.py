@@ -36,6 +36,20 @@ def attack_from_settings(settings: dict):
                       restarts=settings.get("restarts", 1))
 
 
+def _robust_correct(attack, model, x, y, count, generator, after: dict, checks: list):
+    """(clean, robust) of one batch; an attack with a per-attack breakdown (AutoAttack, APGD) adds its robust
+    counts after each attack to `after` and its check messages to `checks`."""
+    if isinstance(attack, AttackSpec):
+        return attack.robust_correct(model, x, y, count=count, generator=generator)
+    if not hasattr(attack, "robust_correct_by_attack"):
+        return attack.robust_correct(model, x, y, generator=generator)
+    clean, by_attack, messages = attack.robust_correct_by_attack(model, x, y)
+    for a, r in by_attack.items():
+        after[a] = after.get(a, 0) + int(r.sum())
+    checks += [m for m in messages if m not in checks]
+    return clean, list(by_attack.values())[-1]
+
+
 def _batches(split, n, seed, batch_size, device):
     """(x, y, test_index) batches of the first `n` samples of a seeded subset (advlayers split) or of an
     iterable of (x, y) batches."""
@@ -83,16 +97,7 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
     name = attack.name
     with tqdm(total=n, desc=f"{name} eval", disable=not progress, leave=False) as bar:
         for x, y, index in _batches(split, n, seed, batch_size, device):
-            if isinstance(attack, AttackSpec):
-                clean, robust = attack.robust_correct(model, x, y, count=count, generator=generator)
-            elif hasattr(attack, "robust_correct_by_attack"):  # AutoAttack, APGD: accuracy after each attack
-                clean, by_attack, messages = attack.robust_correct_by_attack(model, x, y)
-                robust = list(by_attack.values())[-1]
-                for a, r in by_attack.items():
-                    after[a] = after.get(a, 0) + int(r.sum())
-                checks += [m for m in messages if m not in checks]
-            else:
-                clean, robust = attack.robust_correct(model, x, y, generator=generator)
+            clean, robust = _robust_correct(attack, model, x, y, count, generator, after, checks)
             index_parts.append(index.cpu())
             clean_parts.append(clean.cpu())
             robust_parts.append(robust.cpu())
