@@ -90,7 +90,8 @@ def describe(path, payload: dict) -> str:
     if payload.get("epoch", 0) == 0:
         return (f"{path}: {net}, untrained: the initial weights (epoch 0) of a run on {payload['dataset']}, "
                 f"{how}, seed {payload.get('seed', '?')}")
-    return f"{path}: {net} trained on {payload['dataset']} for {payload['epoch']} epochs, {how}"
+    epochs = payload["epoch"]
+    return f"{path}: {net} trained on {payload['dataset']} for {epochs} epoch{'s' * (epochs != 1)}, {how}"
 
 
 class _Progress(logging.Handler):
