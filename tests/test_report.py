@@ -26,6 +26,7 @@ def claims_table() -> pd.DataFrame:
     rows = [_row(BY_ID["C0"], "digits", "resnet18", value=0.3, lo=0.2, hi=0.4),
             _row(BY_ID["C2"], "digits", "resnet18", value=0.4, lo=0.3, hi=0.5, note="G from 64 images"),
             _row(BY_ID["C4"], "digits", "resnet18", value=0.5, lo=0.3, hi=0.7),
+            _row(BY_ID["C1a"], "digits", "resnet18", note="G <= 0: no ratio"),
             _row(BY_ID["C6a"], status="not run", note="no module_subsets analysis in the config")]
     return pd.DataFrame(rows)
 
@@ -64,7 +65,8 @@ def test_landing_page_leads_with_verdicts_and_rendered_claims(tmp_path, record, 
     other = record("results/tables/outcomes.html", {"table": "outcomes"}, "Tables")
     html = render_landing([figure, table, other, claims])
     assert "system-message" not in html and "System Message" not in html, html
-    verdicts = html.index("Verdicts: 1 holds, 1 fails, 1 inconclusive, 1 not run")
+    verdicts = html.index("Verdicts: 1 holds, 1 fails, 2 inconclusive, 1 not run")
+    assert "[, ]" not in html and "not computable (see note)" in html  # an interval that could not be computed
     first_claim = html.index("<td>C0</td>")
     assert verdicts < first_claim < html.index("Figures") < html.index("About this run")
     assert "<table class='claims'>" in html and "**" not in html  # rendered, not raw Markdown

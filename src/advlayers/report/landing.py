@@ -60,7 +60,8 @@ def claims_table_html(table: pd.DataFrame) -> str:
               "holds when", "verdict", "tested on", "note")
     rows = []
     for r in table.itertuples():
-        value = f"{_fmt(r.value)} [{_fmt(r.ci_lo)}, {_fmt(r.ci_hi)}]" if r.verdict != "not run" else ""
+        value = f"{_fmt(r.value)} [{_fmt(r.ci_lo)}, {_fmt(r.ci_hi)}]" if _fmt(r.ci_lo) and _fmt(r.ci_hi) else \
+            _fmt(r.value) or ("not computable (see note)" if r.verdict != "not run" else "")
         where = f"{r.dataset} / {r.arch}" + (f" ({r.variant})" if r.variant else "") if r.dataset else ""
         cells = [html.escape(str(v)) for v in (r.claim, r.figure, r.claim_text, where, r.statistic, value,
                                                  f"{r.side} {r.threshold:g}")]
