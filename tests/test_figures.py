@@ -171,6 +171,7 @@ def divergence_table(seeds=(0, 1)) -> pd.DataFrame:
                 rows.append({"dataset": "mnist5k", "arch": "resnet18", "width": 1.0, "seed": seed, "pretraining": p,
                              "module": module, "n_images": 150, "n_vectors": 1500, "channels": 64 * 2 ** j,
                              "mmd2": mmd + rng.normal(0, 0.003), "mmd_p_value": pv, "n_permutations": 200,
+                             "mmd2_lo": mmd - 0.02, "mmd2_hi": mmd + 0.02,
                              "mmd_bandwidth": 1.0, "detector_auroc": auc,
                              "detector_auroc_lo": float(np.quantile(boot, 0.025)),
                              "detector_auroc_hi": float(np.quantile(boot, 0.975)), "detector_acc": auc - 0.05,
@@ -568,6 +569,11 @@ def test_divergence_stars_are_holm_corrected():
 
     assert np.allclose(holm([0.01, 0.04, 0.03, np.nan]), [0.03, 0.06, 0.06, np.nan], equal_nan=True)
     table = divergence_table(seeds=(0,))
+    from matplotlib.collections import LineCollection
+
+    assert [c for c in FIGURES["feature_divergence"](table, infos()["feature_divergence"]).axes[0].collections
+            if isinstance(c, LineCollection)], "MMD bars carry their 95% intervals"
+    matplotlib.pyplot.close("all")
     for p, stars in ((0.01, 0), (0.005, 8)):  # 8 tests: Holm multiplies the smallest p by 8 (0.08, 0.04)
         fig = FIGURES["feature_divergence"](table.assign(mmd_p_value=p), infos()["feature_divergence"])
         assert sum(t.get_text() == "*" for t in fig.axes[0].texts) == stars, p
