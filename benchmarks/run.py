@@ -11,6 +11,10 @@ Every figure that is compared is a RATIO of two configurations timed side by sid
 interleaved (A B C A B C ...), `--repeats` times, median of each: on a shared machine absolute seconds drift,
 ratios measured this way much less. Small models trained for the evaluation rows are cached under
 benchmarks/_work/ (git-ignored), with the raw figures (results.json). The report's text: benchmarks/report.py.
+
+The PGD rows compare with torchattacks' `PGD`, which advlayers no longer depends on (its `requests~=2.25.1` pin
+held back requests/urllib3/idna): install it for the benchmarks only, without its pins,
+`pip install --no-deps torchattacks==3.5.1` (it imports torch, numpy and scipy only).
 """
 
 from __future__ import annotations

@@ -116,6 +116,39 @@ def test_eval_prints_accuracies_and_writes_json(pretrained, tmp_path):
     assert saved["robust_acc"] <= saved["clean_acc"]
     aa = advlayers("eval", out, "--data", "digits", "--eps", "0.1", "--autoattack", "--n", 6)
     assert "AutoAttack-standard" in aa.stdout and "on 6 test images" in aa.stdout
+    # progress while it runs (stderr), then the robust accuracy after each attack of the standard version
+    assert "progress per attack" in aa.stderr and "apgd-ce:" in aa.stderr and "still robust" in aa.stderr
+    breakdown = aa.stdout[aa.stdout.index("after each attack"):].splitlines()[1:]
+    assert [line.split()[0] for line in breakdown] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert "trained on digits for 1 epoch," in aa.stdout
+
+
+def test_eval_norm_l2_and_untrained_description(pretrained, capsys):
+    data, out, initial, _ = pretrained
+    l2 = in_process(capsys, "eval", out, "--data", data, "--eps", "0.5", "--norm", "L2", "--apgd", "ce", "--steps", 3,
+                    "--n", 8)
+    assert l2.returncode == 0 and "APGD-CE-3-L2 (eps 0.5 (L2), 3 steps" in l2.stdout
+    assert_one_line_error(in_process(capsys, "eval", out, "--data", data, "--eps", "0.5", "--norm", "L2"),
+                          "--norm L2", "--autoattack or --apgd")
+    assert_one_line_error(in_process(capsys, "eval", out, "--data", data, "--eps", "0.5", "--norm", "L1"), "--norm")
+    init = in_process(capsys, "eval", initial, "--data", data, "--eps", "0.1", "--steps", 1, "--n", 8)
+    assert init.returncode == 0
+    first = init.stdout.splitlines()[0]
+    assert "untrained" in first and "initial weights (epoch 0)" in first and "trained on" not in first
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    import advlayers
+
+    proc = in_process(capsys, "--version")
+    assert proc.returncode == 0
+    try:
+        expected = metadata.version("advlayers")
+    except metadata.PackageNotFoundError:
+        expected = advlayers.__version__
+    assert proc.stdout.strip() == f"advlayers {expected}"
 
 
 def test_export_loads_into_torchvision_with_the_same_logits(pretrained, tmp_path):
@@ -138,7 +171,8 @@ def test_export_loads_into_torchvision_with_the_same_logits(pretrained, tmp_path
 
 
 def test_export_refuses_vgg_and_narrow_nets(tmp_path, capsys):
-    for arch, width, words in (("vgg11_bn", 1.0, ("vgg11_bn", "512*7*7")), ("resnet18", 0.25, ("width-0.25",))):
+    for arch, width, words in (("vgg11_bn", 1.0, ("vgg11_bn", "512*7*7", "instead", "load_checkpoint")),
+                               ("resnet18", 0.25, ("width-0.25", "instead", "load_checkpoint", "--width 1"))):
         path = tmp_path / f"{arch}.pt"
         save_checkpoint(path, build_model(arch, 10, 32, seed=0, width=width), dataset="digits", seed=0, epoch=0)
         run = advlayers if arch == "vgg11_bn" else lambda *a, check: in_process(capsys, *a)

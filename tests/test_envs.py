@@ -19,7 +19,8 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 ENV = REPO / "workflow" / "envs" / "advlayers.yaml"
 HOST_ONLY = {"snakemake-executor-plugin-slurm"}  # runs in the environment that submits the jobs, not in jobs
-PINNED = ("torch", "torchvision")
+PINNED = ("torch", "torchvision", "pyautoattack")
+FLOORS = ("requests", "urllib3", "idna")  # constraints.txt's lower bounds: network libraries without old advisories
 
 
 def pyproject():
@@ -68,10 +69,56 @@ def test_env_lists_every_dependency_with_the_pyproject_bounds():
             assert spec == req.specifier, f"{name}: env {spec or 'unbounded'}, pyproject {req.specifier or 'unbounded'}"
 
 
-def test_constraints_pin_torch_and_torchvision_only():
+def test_constraints_pin_torch_torchvision_pyautoattack_and_floor_the_network_libraries():
     pins = constraints()
-    assert set(pins) == set(PINNED)
-    assert all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in pins.values())
+    assert set(pins) == {*PINNED, *FLOORS}
+    assert all(len(pins[n].specifier) == 1 and next(iter(pins[n].specifier)).operator == "==" for n in PINNED)
+    assert all(len(pins[n].specifier) == 1 and next(iter(pins[n].specifier)).operator == ">=" for n in FLOORS)
+    # at least the releases the issue asked for: requests 2.32, urllib3 2, idna 3.7
+    for name, oldest in (("requests", "2.32"), ("urllib3", "2"), ("idna", "3.7")):
+        assert Version(next(iter(pins[name].specifier)).version) >= Version(oldest), name
+
+
+def _requirements_of(dist: str) -> list[Requirement]:
+    from importlib import metadata
+
+    out = []
+    for line in metadata.requires(dist) or []:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(req)
+    return out
+
+
+def test_installed_network_libraries_are_current_and_nothing_we_install_holds_them_back():
+    """requests/urllib3/idna as installed (importlib.metadata) satisfy constraints.txt's floors, and no package
+    in advlayers' dependency tree (runtime and `workflow` extra) caps them below (torchattacks' requests~=2.25.1
+    did)."""
+    from importlib import metadata
+
+    pins = constraints()
+    for name in FLOORS:
+        installed = Version(metadata.version(name))
+        assert pins[name].specifier.contains(installed), f"{name} {installed} is older than {pins[name].specifier}"
+    project = pyproject()["project"]
+    todo = [Requirement(r).name for r in [*project["dependencies"], *project["optional-dependencies"]["workflow"]]]
+    seen, capped = set(), []
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = _requirements_of(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for req in reqs:
+            if canonicalize_name(req.name) in FLOORS:
+                installed = metadata.version(req.name)
+                if not req.specifier.contains(installed, prereleases=True):
+                    capped.append(f"{name} requires {req}, installed {installed}")
+            todo.append(req.name)
+    assert {"snakemake", "pyautoattack", "requests"} <= seen and not capped, capped
 
 
 def test_env_python_and_channels():

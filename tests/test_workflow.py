@@ -98,6 +98,30 @@ def test_named_figure_not_configured(repo_copy):
     assert rc != 0 and "fig3 is not mapped" in out, out[-2000:]
 
 
+def test_every_computing_rule_has_log_and_benchmark():
+    """`log:` and `benchmark:` on every rule that runs a script (the catalog's and the developers' convention);
+    the only shell rule writes an empty marker."""
+    rules = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for m in re.finditer(r"^rule (\w+):(.*?)(?=^rule |\Z)", path.read_text(), re.S | re.M):
+            rules[m.group(1)] = m.group(2)
+    computing = {name for name, body in rules.items() if "script:" in body or "run:" in body}
+    assert len(computing) >= 15
+    assert not [n for n in computing if "benchmark:" not in rules[n] or "log:" not in rules[n]]
+    assert {name for name, body in rules.items() if "shell:" in body} == {"table_rebuild_marker"}
+
+
+def test_workflow_catalog_file():
+    """.snakemake-workflow-catalog.yml (the Snakemake workflow catalog's metadata): usage with the two commands
+    of the README's set-up."""
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    usage = catalog["usage"]
+    assert catalog["usage"]["mandatory-flags"]["flags"] and "software-stack-deployment" in usage
+    desc = usage["mandatory-flags"]["desc"]
+    assert "pip install -c constraints.txt" in desc and "snakemake --cores 2 all_figures" in desc
+    assert usage["report"] is True
+
+
 def test_workflow_scripts_are_thin():
     """Scripts only wire snakemake.* to the library: no function or class definitions of their own."""
     for path in (REPO / "workflow" / "scripts").glob("*.py"):

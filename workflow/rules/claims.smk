@@ -7,7 +7,8 @@ rule claims:
     output:
         table=layout.path("claims_table"),
         markdown=layout.path("claims"),
-        html=report(layout.path("claims_html"), caption="../report/claims.rst", category="Claims"),
+        html=report(layout.path("claims_html"), caption="../report/claims.rst", category="Claims",
+                    labels={"page": "claims"}),
     params:
         analyses=lambda wc: sorted((config.get("analyses") or {})),
         rules=conf.claims_rules(config),

@@ -12,6 +12,8 @@ rule verify:
                      for c in workflow.overwrite_configfiles],
     log:
         layout.log_path("verify", "all"),
+    benchmark:
+        layout.benchmark_path("verify", "all")
     localrule: True
     conda:
         "../envs/advlayers.yaml"

@@ -63,7 +63,41 @@ def _group_sums(matrix: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndar
     return np.add.reduceat(rows[:, order], starts, axis=1)
 
 
-def mmd_test(x, y, *, x_images, y_images, n_permutations: int = 200, seed: int = 0) -> dict:
+def _weighted_mmd2(a: np.ndarray, b: np.ndarray, unit_kernel: np.ndarray, unit_rows: np.ndarray) -> np.ndarray:
+    """(P,) unbiased MMD^2 for (P, units) weights: how often each (side, image) unit is in the first (`a`) and
+    the second (`b`) sample. A unit taken w times adds w(w-1) copies of each of its rows paired with itself
+    (kernel 1), which the zeroed diagonal of `unit_kernel` leaves out: they are added back (0 for 0/1 weights)."""
+    nx, ny = a @ unit_rows, b @ unit_rows
+    ka = a @ unit_kernel
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kxx = ((ka * a).sum(1) + (a * (a - 1)) @ unit_rows) / (nx * (nx - 1))
+        kyy = (((b @ unit_kernel) * b).sum(1) + (b * (b - 1)) @ unit_rows) / (ny * (ny - 1))
+        kxy = (ka * b).sum(1) / (nx * ny)
+        value = kxx + kyy - 2 * kxy
+    return np.where((nx >= 2) & (ny >= 2), value, np.nan)
+
+
+def _bootstrap_interval(unit_kernel, unit_rows, unit_side, unit_image, n_images: int, n_bootstrap: int,
+                        seed: int) -> tuple[float, float]:
+    """95% percentile interval of MMD^2 over `n_bootstrap` whole-image resamples drawn by `seed`."""
+    if int(n_bootstrap) < 1:
+        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    draws = np.random.default_rng(seed).integers(n_images, size=(int(n_bootstrap), n_images))
+    parts = []
+    for chunk in np.array_split(draws, max(1, len(draws) // 256)):
+        counts = np.zeros(chunk.shape)
+        np.add.at(counts, (np.arange(len(chunk))[:, None], chunk), 1)
+        w = counts[:, unit_image]
+        parts.append(_weighted_mmd2(w * (unit_side == 0), w * (unit_side == 1), unit_kernel, unit_rows))
+    boot = np.concatenate(parts)
+    if not np.isfinite(boot).any():
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(boot, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def mmd_test(x, y, *, x_images, y_images, n_permutations: int = 200, seed: int = 0, n_bootstrap: int = 1000,
+             bootstrap_seed: int = 12345) -> dict:
     """Unbiased MMD^2 between samples x (n, d) and y (m, d), Gaussian kernel exp(-|a-b|^2 / h^2) with h^2 the
     median pairwise squared distance of the pooled sample, and a whole-image permutation p-value.
 
@@ -74,8 +108,12 @@ def mmd_test(x, y, *, x_images, y_images, n_permutations: int = 200, seed: int =
     with the permutation and each MMD^2 uses its own sizes (a permutation leaving a side under 2 rows gives
     NaN and never counts as extreme). p = (1 + #{null >= observed}) / (1 + n_permutations).
 
-    Cost: one (n+m)^2 kernel matrix, summed once into blocks per (side, image) unit; each permutation is then
-    a batched quadratic form over those units, so n_permutations only adds (units)^2 work each.
+    `mmd2_lo`, `mmd2_hi`: 95% percentile interval of MMD^2 from a cluster bootstrap over the IMAGES (a drawn
+    image brings all its rows, on both sides; `n_bootstrap` replicates drawn by `bootstrap_seed`): each
+    replicate is the same unbiased MMD^2 on the resampled rows, copies of a row counting as distinct rows.
+
+    Cost: one (n+m)^2 kernel matrix, summed once into blocks per (side, image) unit; each permutation and
+    each bootstrap replicate is then a batched quadratic form over those units ((units)^2 work each).
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
@@ -105,22 +143,16 @@ def mmd_test(x, y, *, x_images, y_images, n_permutations: int = 200, seed: int =
     def mmd2(flips: np.ndarray) -> np.ndarray:
         # flips: (P, n_images) booleans; returns (P,) unbiased MMD^2 of each relabelling
         a = ((unit_side == 0) ^ flips[:, unit_image]).astype(np.float64)  # 1 = unit is in the first sample
-        b = 1 - a
-        nx, ny = a @ unit_rows, b @ unit_rows
-        ka = a @ unit_kernel
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kxx = (ka * a).sum(1) / (nx * (nx - 1))
-            kyy = ((b @ unit_kernel) * b).sum(1) / (ny * (ny - 1))
-            kxy = (ka * b).sum(1) / (nx * ny)
-            value = kxx + kyy - 2 * kxy
-        return np.where((nx >= 2) & (ny >= 2), value, np.nan)
+        return _weighted_mmd2(a, 1 - a, unit_kernel, unit_rows)
 
     observed = float(mmd2(np.zeros((1, len(images)), dtype=bool))[0])
     flips = np.random.default_rng(seed).random((int(n_permutations), len(images))) < 0.5
     null = np.concatenate([mmd2(chunk) for chunk in np.array_split(flips, max(1, len(flips) // 256))])
     p_value = (1 + int(np.sum(null >= observed))) / (1 + int(n_permutations))
-    return {"mmd2": observed, "mmd_p_value": p_value, "n_permutations": int(n_permutations),
-            "mmd_bandwidth": float(np.sqrt(bandwidth2))}
+    lo, hi = _bootstrap_interval(unit_kernel, unit_rows, unit_side, unit_image, len(images), n_bootstrap,
+                                 bootstrap_seed)
+    return {"mmd2": observed, "mmd2_lo": lo, "mmd2_hi": hi, "mmd_p_value": p_value,
+            "n_permutations": int(n_permutations), "mmd_bandwidth": float(np.sqrt(bandwidth2))}
 
 
 # --------------------------------------------------------------------------- detector, image bootstrap
@@ -225,7 +257,7 @@ def feature_divergence(clean, adv, image_ids, *, seed: int = 0, max_points: int 
     """How far adversarial activation vectors are from clean ones (quantifies Fig. 8), as a flat dict.
 
     clean, adv: (rows, channels), row r of both = the same image and position; image_ids: (rows,).
-    (a) mmd2, mmd_p_value, n_permutations, mmd_bandwidth, mmd_n_images: `mmd_test` on seeded WHOLE images
+    (a) mmd2 (+ _lo, _hi: its image-bootstrap 95% interval), mmd_p_value, n_permutations, mmd_bandwidth, mmd_n_images: `mmd_test` on seeded WHOLE images
         (all their rows, clean and adversarial) adding up to at most max_points // 2 rows per side (at least
         two images), so the whole-image permutation keeps its unit intact;
     (b) detector_auroc (+ _lo, _hi, _boot), detector_acc, n_train, n_test, n_test_images: `detector_test` on
@@ -249,7 +281,7 @@ def feature_divergence(clean, adv, image_ids, *, seed: int = 0, max_points: int 
     mmd_images = _images_within(image_ids, images, max_points // 2, np.random.default_rng([seed, 0]))
     rows = np.isin(image_ids, mmd_images)
     result = mmd_test(clean[rows], adv[rows], x_images=image_ids[rows], y_images=image_ids[rows],
-                      n_permutations=n_permutations, seed=seed)
+                      n_permutations=n_permutations, seed=seed, n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed)
     result["mmd_n_images"] = len(mmd_images)
 
     if max_images is not None and len(images) > max_images:

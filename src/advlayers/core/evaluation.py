@@ -36,6 +36,20 @@ def attack_from_settings(settings: dict):
                       restarts=settings.get("restarts", 1))
 
 
+def _robust_correct(attack, model, x, y, count, generator, after: dict, checks: list):
+    """(clean, robust) of one batch; an attack with a per-attack breakdown (AutoAttack, APGD) adds its robust
+    counts after each attack to `after` and its check messages to `checks`."""
+    if isinstance(attack, AttackSpec):
+        return attack.robust_correct(model, x, y, count=count, generator=generator)
+    if not hasattr(attack, "robust_correct_by_attack"):
+        return attack.robust_correct(model, x, y, generator=generator)
+    clean, by_attack, messages = attack.robust_correct_by_attack(model, x, y)
+    for a, r in by_attack.items():
+        after[a] = after.get(a, 0) + int(r.sum())
+    checks += [m for m in messages if m not in checks]
+    return clean, list(by_attack.values())[-1]
+
+
 def _batches(split, n, seed, batch_size, device):
     """(x, y, test_index) batches of the first `n` samples of a seeded subset (advlayers split) or of an
     iterable of (x, y) batches."""
@@ -67,7 +81,9 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
 
     Returns a flat record with every setting that produced it: the labels given (dataset, arch, ...), the
     attack's settings and name, count, n_eval, eval_seed, clean_acc and robust_acc with their 95% Wilson
-    intervals (`*_lo`, `*_hi`), seconds. With `outcomes=True` the record also has "outcomes": {"test_index",
+    intervals (`*_lo`, `*_hi`), seconds; for an attack with a per-attack breakdown (AutoAttack, APGD) also
+    `robust_acc_after` ({attack: robust accuracy after it and every attack before it}) and `checks` (messages of
+    the reference implementation's checks, each also issued as an `AutoAttackCheckWarning`). With `outcomes=True` the record also has "outcomes": {"test_index",
     "clean_correct", "robust_correct"} arrays, one entry per evaluated sample.
     """
     if n is not None:
@@ -76,15 +92,12 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
     device = torch.device(device)
     model = model.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
-    index_parts, clean_parts, robust_parts = [], [], []
+    index_parts, clean_parts, robust_parts, after, checks = [], [], [], {}, []
     t0 = time.perf_counter()
     name = attack.name
     with tqdm(total=n, desc=f"{name} eval", disable=not progress, leave=False) as bar:
         for x, y, index in _batches(split, n, seed, batch_size, device):
-            if isinstance(attack, AttackSpec):
-                clean, robust = attack.robust_correct(model, x, y, count=count, generator=generator)
-            else:
-                clean, robust = attack.robust_correct(model, x, y, generator=generator)
+            clean, robust = _robust_correct(attack, model, x, y, count, generator, after, checks)
             index_parts.append(index.cpu())
             clean_parts.append(clean.cpu())
             robust_parts.append(robust.cpu())
@@ -109,6 +122,11 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
         "robust_acc_hi": wilson(k_robust, seen)[1],
         "seconds": time.perf_counter() - t0,
     }
+    if after:
+        record["robust_acc_after"] = {a: k / seen for a, k in after.items()}
+        from .autoattack import surface_checks
+
+        record["checks"] = surface_checks(checks)
     if outcomes:
         record["outcomes"] = {"test_index": torch.cat(index_parts).numpy().astype(np.int64),
                               "clean_correct": clean.astype(bool), "robust_correct": robust.astype(bool)}

@@ -170,36 +170,13 @@ def to_markdown(table: pd.DataFrame, details: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-VERDICT_COLOURS = {"holds": "#cfe8cf", "fails": "#f4c7c3", "inconclusive": "#fce8b2", "not run": "#e8e8e8",
-                   "confounded": "#e3d4f0", "not testable": "#e8e8e8", "passes": "#cfe8cf", "below bar": "#f4c7c3"}
-
-
 def to_html(table: pd.DataFrame) -> str:
-    """The claims table as a self-contained HTML page (the report shows it inline)."""
-    import html
+    """The claims page of the report (`report.landing`): verdict summary, claims table linked to the figures and
+    tables, the rules."""
+    from .landing import claims_html
 
-    v2_table = "rules_version" in table
-    shown = table.assign(interval=[_interval(r) for r in table.itertuples()], value=table["value"].map(_fmt),
-                         threshold=[_threshold(r) for r in table.itertuples()])
-    extra = ["control", "control_value", "verdict_unadjusted", "p_value", "holds_familywise", "image_part",
-             "seeds", "registration"] if v2_table else []
-    if v2_table:
-        shown = shown.assign(control_value=shown["control_value"].map(_fmt), p_value=shown["p_value"].map(_fmt))
-    columns = ["claim", "figure", "dataset", "arch", "variant", "claim_text", "statistic", "value", "interval",
-               "threshold", *extra, "verdict", "note"]
-    rows = []
-    for r in shown[columns].itertuples(index=False):
-        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in r[:-2])
-        colour = VERDICT_COLOURS.get(r.verdict, "#fff")
-        rows.append(f"<tr>{cells}<td style='background:{colour}'><b>{html.escape(r.verdict)}</b></td>"
-                    f"<td>{html.escape(str(r.note))}</td></tr>")
-    header = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
-    summary = f"<p>Verdicts: {html.escape(verdicts.summary(table))}</p>" if v2_table else ""
-    rules = html.escape(_rules_text(table)).replace("\n\n", "</p><p>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>claims</title><style>"
-            "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
-            "padding:3px 6px;vertical-align:top}</style></head><body><h2>Does this run reproduce the paper?</h2>"
-            f"<table><tr>{header}</tr>{''.join(rows)}</table>{summary}<h3>Rules</h3><p>{rules}</p></body></html>\n")
+    summary = verdicts.summary(table) if "rules_version" in table else None
+    return claims_html(table, VERDICTS, _rules_text(table), summary=summary)
 
 
 def run(*, tables: list, markdown: str, table_out: str | None = None, html: str | None = None,

@@ -174,7 +174,7 @@ def robustness_gap_table(paths) -> pd.DataFrame:
 REPORT_COLUMNS = ("dataset", "arch", "seed", "pretraining", "retraining", "direction", "cutoff", "layer_cutoff",
                   "subset", "cell", "layer", "operation", "bn_policy", "module", "attack", "n_eval", "clean_acc",
                   "clean_acc_lo", "clean_acc_hi", "robust_acc", "robust_acc_lo", "robust_acc_hi", "mmd2",
-                  "mmd_p_value", "detector_auroc", "detector_auroc_lo", "detector_auroc_hi", "pgd_robust_acc",
+                  "mmd2_lo", "mmd2_hi", "mmd_p_value", "detector_auroc", "detector_auroc_lo", "detector_auroc_hi", "pgd_robust_acc",
                   "autoattack_robust_acc", "robustness_gap", "gap_lo", "gap_hi", "possible_gradient_masking",
                   "precision")
 

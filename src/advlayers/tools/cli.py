@@ -29,169 +29,20 @@ and ends with status 128 + signal; the same command again resumes.
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import sys
-from fractions import Fraction
-from pathlib import Path
 
 from ..grid import vocabulary as vocab  # standard library only: --help stays fast
+from . import eval_command
+from .cli_args import UsageError, _device, _non_negative_int, _Parser, _positive_int, _width, fraction, override
+
+__all__ = ["main", "build_parser", "fraction", "override", "UsageError"]
 
 PROG = "advlayers"
 FORWARDED = ("cost", "verify", "acceptance")  # subcommands whose arguments belong to another module's main(argv)
 INPUT_ERRORS = (ValueError, OSError)  # CheckpointError and vocab.ConfigError are ValueErrors
 
 log = logging.getLogger(__name__)
-
-
-class UsageError(Exception):
-    """A bad command line: reported as one line, status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print the usage and exit; one line, raised to `main` instead
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-# --------------------------------------------------------------------------- argument types
-
-
-def fraction(text: str) -> float:
-    """A number written as a decimal or a fraction ('8/255', '0.03', '1e-2'); parsed, never evaluated."""
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 8/255, got {text!r}") from None
-
-
-def override(text: str) -> tuple[str, object]:
-    """FIELD=VALUE, the value a Python literal (epochs=1, precision='fp32', milestones=(30,60)) or else a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    try:
-        return key.strip(), ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key.strip(), value
-
-
-def _int_at_least(minimum: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "positive")
-_non_negative_int = _int_at_least(0, "non-negative")
-
-
-def _width(text: str) -> float:
-    try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a width multiplier such as 1 or 0.25, got {text!r}") from None
-    return value
-
-
-def _fmt_fraction(value: float) -> str:
-    """8/255 for 0.0313725..., else the number."""
-    f = Fraction(value).limit_denominator(1000)
-    if f.denominator in (1, 255) and abs(float(f) - value) < 1e-12:
-        return f"{f.numerator}/{f.denominator}" if f.denominator != 1 else str(f.numerator)
-    return f"{value:g}"
-
-
-def _device(text: str | None) -> str:
-    """A usable torch device name (default: cuda if available, else cpu); a bad one is a ValueError."""
-    import torch
-
-    if text is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"--device {text!r} is not a device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"--device {text}: no such CUDA device here ({torch.cuda.device_count()} visible)")
-    return text
-
-
-# --------------------------------------------------------------------------- eval
-
-
-def _load_data(data: str, root: str | None):
-    from ..core.datasets import load_dataset, load_prepared
-
-    if Path(data).is_file():
-        return load_prepared(data)
-    if data in vocab.DATASETS:
-        return load_dataset(data, root)
-    raise FileNotFoundError(f"--data {data!r} is neither a prepared dataset file nor a dataset name "
-                            f"({', '.join(vocab.DATASETS)})")
-
-
-def _attack_spec(args):
-    if args.autoattack and args.apgd:
-        raise UsageError("--autoattack and --apgd exclude each other")
-    if args.autoattack:
-        from ..core.autoattack import AutoAttackSpec
-
-        return AutoAttackSpec(args.eps, version=args.autoattack)
-    if args.apgd:
-        from ..core.autoattack import APGDSpec
-
-        return APGDSpec(args.eps, steps=args.steps, loss=args.apgd, restarts=args.restarts)
-    from ..core.attacks import AttackSpec
-
-    step_size = args.eps / 4 if args.step_size is None else args.step_size
-    return AttackSpec(args.eps, step_size, args.steps, random_start=True, restarts=args.restarts)
-
-
-def eval_command(args) -> int:
-    spec = _attack_spec(args)  # settings first: a bad eps fails before anything is loaded
-    import torch
-
-    from ..core.checkpoints import load_checkpoint
-    from ..core.evaluation import evaluate
-    from ..io import write_json
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.device = _device(args.device)
-    model, payload = load_checkpoint(args.checkpoint, device=args.device)
-    dataset = _load_data(args.data, args.root)
-    for key, what in (("num_classes", "classes"), ("image_size", "px images")):
-        if payload[key] != getattr(dataset.info, key):
-            raise ValueError(f"checkpoint {args.checkpoint} has {payload[key]} {what}, dataset "
-                             f"{dataset.info.name} has {getattr(dataset.info, key)}")
-    meta = payload.get("meta", {})
-    record = evaluate(model, dataset.test, spec, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                      device=args.device, progress=False, checkpoint=str(args.checkpoint), arch=payload["arch"],
-                      dataset=dataset.info.name, trained_on=payload["dataset"])
-    print(f"{args.checkpoint}: {payload['arch']} (width {payload.get('width', 1.0):g}) trained on "
-          f"{payload['dataset']}, pretraining {meta.get('pretraining', '?')}, retraining {meta.get('retraining', '?')}")
-    settings = f"eps {_fmt_fraction(spec.eps)}"
-    if not args.autoattack:
-        settings += f", {spec.steps} steps"
-        if not args.apgd:
-            settings += f" of {_fmt_fraction(spec.step_size)}"
-        settings += f", {spec.restarts} restart{'s' * (spec.restarts > 1)}"
-    print(f"{record['attack']} ({settings}) on {record['n_eval']} test images of {dataset.info.name} "
-          f"(seed {args.seed}), {record['seconds']:.1f} s")
-    for what in ("clean", "robust"):
-        acc, lo, hi = record[f"{what}_acc"], record[f"{what}_acc_lo"], record[f"{what}_acc_hi"]
-        print(f"  {what + ' accuracy':16s} {100 * acc:6.2f}%   95% Wilson interval [{100 * lo:.2f}, {100 * hi:.2f}]%")
-    if args.json:
-        write_json(args.json, record)
-        print(f"wrote {args.json}")
-    return 0
 
 
 # --------------------------------------------------------------------------- layers
@@ -295,32 +146,25 @@ def _add_pretrain_parser(sub) -> None:
     p.set_defaults(run=pretrain_command)
 
 
+def _version() -> str:
+    """The installed distribution's version (what pip reports), else the package's own."""
+    from importlib import metadata
+
+    from .. import __version__
+
+    try:
+        return metadata.version("advlayers")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Identify layers susceptible to adversarial attacks.",
                      epilog=f"'{PROG} COMMAND --help' describes a command.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("eval", help="clean and robust accuracy of a checkpoint",
-                       usage="advlayers eval CKPT --data PATH_OR_NAME --eps 8/255 [options]",
-                       description="Clean and robust accuracy (95% Wilson intervals) of a checkpoint on test "
-                       "images: L-inf PGD (default), APGD or AutoAttack on the true label.")
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--data", required=True, metavar="D", help="prepared dataset file, or a name (digits, ...)")
-    p.add_argument("--root", metavar="DIR", help="dataset folder, with a name")
-    p.add_argument("--eps", type=fraction, required=True, metavar="E", help="L-inf radius in pixels, e.g. 8/255")
-    p.add_argument("--steps", type=_non_negative_int, default=200, metavar="K", help="attack steps (200)")
-    p.add_argument("--step-size", type=fraction, metavar="S", help="PGD step (default: eps/4)")
-    p.add_argument("--restarts", type=_positive_int, default=1, metavar="R", help="restarts (1)")
-    p.add_argument("--n", type=_positive_int, default=1000, help="test images, a seeded subset (1000)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--batch-size", type=_positive_int, default=256, help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=_positive_int, help=argparse.SUPPRESS)
-    p.add_argument("--autoattack", nargs="?", const="standard", choices=("standard", "plus", "rand"),
-                   metavar="V", help="AutoAttack (standard) instead of PGD")
-    p.add_argument("--apgd", choices=("ce", "dlr"), metavar="LOSS", help="APGD (ce or dlr) instead of PGD")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
-    p.add_argument("--json", metavar="OUT", help="also write the record as JSON")
-    p.set_defaults(run=eval_command)
+    eval_command.add_parser(sub)
 
     p = sub.add_parser("layers", help="the layer table of an architecture",
                        description="Every conv/linear layer: index, module, advlayers and torchvision name, "

@@ -24,19 +24,29 @@ class ExportError(ValueError):
     """A model that has no torchvision counterpart."""
 
 
+# What to do instead of exporting: the checkpoint is a plain torch module through advlayers itself.
+INSTEAD = ("use the checkpoint as it is: `model, _ = advlayers.load_checkpoint(CKPT)` gives a torch nn.Module "
+           "that takes [0, 1] images (`advlayers eval CKPT ...` evaluates it)")
+
+
 def check_exportable(model: ModularNet) -> None:
+    """Refuse (ExportError, saying what to do instead) a model with no torchvision counterpart."""
     spec = getattr(model, "spec", None)
     if spec is None:
-        raise ExportError("only an advlayers ModularNet can be exported")
+        raise ExportError("only an advlayers ModularNet can be exported; save a plain torch model's state_dict "
+                          "with torch.save(model.state_dict(), OUT) instead")
     if spec.arch.startswith("vgg"):
         raise ExportError(f"{spec.arch} cannot be exported to torchvision: advlayers' VGG uses global average "
                           "pooling, so the classifier's first Linear takes 512 inputs instead of torchvision's "
-                          "512*7*7")
+                          f"512*7*7; instead {INSTEAD}, or train a resnet18/resnet50 to export")
     if spec.arch not in EXPORTABLE:
-        raise ExportError(f"{spec.arch} cannot be exported to torchvision; exportable: {', '.join(EXPORTABLE)}")
+        raise ExportError(f"{spec.arch} cannot be exported to torchvision (exportable: {', '.join(EXPORTABLE)}); "
+                          f"instead {INSTEAD}")
     if spec.width != 1.0:
         raise ExportError(f"a width-{spec.width:g} {spec.arch} cannot be exported: torchvision's {spec.arch}() "
-                          "has fixed channel widths (width 1 only)")
+                          f"has fixed channel widths (width 1 only); instead {INSTEAD}, or train it with "
+                          "width 1 (`advlayers pretrain --width 1`, or the config's `datasets.<name>.width: 1`) to "
+                          "export it")
 
 
 def torchvision_state_dict(model: ModularNet) -> dict:

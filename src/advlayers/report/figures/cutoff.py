@@ -25,6 +25,8 @@ from .style import (
     run_text,
 )
 
+CUTOFFS = range(7)  # every module cut-off c a run could measure: lines join only neighbours among them
+
 SETTINGS = (
     ("conventional", "before", "(i) Adversarial retraining before the cut-off"),
     ("conventional", "after", "(ii) Adversarial retraining after the cut-off"),
@@ -37,7 +39,8 @@ SETTINGS = (
 def cutoff_figure(table: pd.DataFrame, info: dict | None = None):
     """Paper Figs. 2-4: four panels, settings (i)-(iv) (conventionally pretrained net retrained adversarially
     before / after the cut-off, adversarially pretrained net retrained conventionally before / after it);
-    x = cut-off c (0..6), y = accuracy; one colour per arch, clean solid / robust dashed with Wilson bands;
+    x = cut-off c (0..6), y = accuracy; one colour per arch, markers at the measured cut-offs, clean solid / robust dashed
+    lines only between neighbouring measured cut-offs, 95% Wilson bands (error bars where a cut-off stands alone);
     dotted / dash-dotted horizontal lines: the pretrained net the setting starts from (table rows with
     direction 'none' or, failing those, cell 'pretrained'). 7 in wide.
 
@@ -60,7 +63,8 @@ def cutoff_figure(table: pd.DataFrame, info: dict | None = None):
         for arch in archs:
             color = colors[arch]
             for metric, (_, _, ls, marker) in METRICS.items():
-                _curve(ax, cells[cells["arch"] == arch], "cutoff", metric, color=color, ls=ls, marker=marker)
+                _curve(ax, cells[cells["arch"] == arch], "cutoff", metric, color=color, ls=ls, marker=marker,
+                       grid=CUTOFFS)
                 pre = over_seeds(ref[ref["arch"] == arch], ["arch"], metric) if len(ref[ref["arch"] == arch]) else None
                 if pre is not None:
                     ax.axhline(pre["mean"].iloc[0], color=color, lw=0.8, ls=":" if metric == "clean_acc" else "-.",
@@ -69,7 +73,7 @@ def cutoff_figure(table: pd.DataFrame, info: dict | None = None):
         retrained = "m0…m(c−1)" if direction == "before" else "m(c)…m5"
         ax.set_title(f"{panel_title}\n({pretraining}ly pretrained net; {retrained} retrained)")
         ax.set_xlim(-0.3, 6.3)
-        ax.set_xticks(range(7))
+        ax.set_xticks(CUTOFFS)
         _accuracy_axis(ax, "accuracy" if ax in axes[:, 0] else None)
         if ax in axes[-1]:
             ax.set_xlabel("cut-off c")

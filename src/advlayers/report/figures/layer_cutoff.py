@@ -32,7 +32,8 @@ from .style import (
 
 @_styled
 def layer_cutoff_figure(table: pd.DataFrame, info: dict | None = None):
-    """Paper Fig. 5: clean and robust accuracy (Wilson bands) against the layer cut-off k ('before': layers
+    """Paper Fig. 5: clean and robust accuracy (markers at the measured k; lines only between neighbouring k,
+    never across cut-offs that were not run; 95% Wilson bands or error bars) against the layer cut-off k ('before': layers
     0..k-1 re-initialised and retrained, 'after': layers k..L-1), one panel per (pretraining, direction).
     Module boundaries from `info["module_layers"]` (layers per module, e.g. [1, 4, 5, 5, 5, 1]): faint vertical
     lines where a module starts, its name on top. Horizontal lines: the pretrained nets (cell 'pretrained',
@@ -55,7 +56,7 @@ def layer_cutoff_figure(table: pd.DataFrame, info: dict | None = None):
         sub = cells[(cells["pretraining"] == pretraining) & (cells["direction"] == direction)].assign(
             layer_cutoff=lambda d: d["layer_cutoff"].astype(float))
         for metric, (_, color, ls, marker) in METRICS.items():
-            _curve(ax, sub, "layer_cutoff", metric, color=color, ls=ls, marker=marker)
+            _curve(ax, sub, "layer_cutoff", metric, color=color, ls=ls, marker=marker, grid=range(n_layers + 1))
             for net in _ordered(refs["pretraining"]):
                 ref = refs[refs["pretraining"] == net]
                 if len(ref):

@@ -15,6 +15,7 @@ from .style import (
     COLUMN_WIDTH,
     FULL_WIDTH,
     METRICS,
+    MIN_FONT,
     _accuracy_axis,
     _figure,
     _legend,
@@ -27,7 +28,23 @@ from .style import (
     run_text,
 )
 
-SUMMARY_COLUMNS = ("module", "membership", "metric", "median", "q25", "q75", "n")
+SUMMARY_COLUMNS = ("module", "membership", "metric", "median", "q25", "q75", "n", "ci_lo", "ci_hi")
+
+
+def median_interval(values) -> tuple[float, float]:
+    """Distribution-free 95% interval of the median of the population the `values` are drawn from: order
+    statistics x_(l) and x_(n+1-l), with l the largest rank such that P(Binomial(n, 1/2) < l) <= 2.5% (coverage
+    at least 95% for n >= 6); with fewer values the range, whose coverage is 1 - 2^(1-n) (94% for 5 values). No
+    values: (nan, nan)."""
+    from scipy.stats import binom
+
+    x = np.sort(np.asarray(values, float))
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    ranks = [rank for rank in range(1, n // 2 + 1) if binom.cdf(rank - 1, n, 0.5) <= 0.025]
+    rank = ranks[-1] if ranks else 1
+    return float(x[rank - 1]), float(x[n - rank])
 
 
 def _masks(table: pd.DataFrame) -> pd.Series:
@@ -60,11 +77,12 @@ def module_summary(table: pd.DataFrame, by: Sequence[str] = ("pretraining",),
                    metrics: Sequence[str] = ("clean_acc", "robust_acc")) -> pd.DataFrame:
     """Paper Fig. 6: per `by` group (default: per pretraining) and module, the median and 25th / 75th
     percentiles of each metric over the module subsets that include vs exclude the module ('000000', the
-    pretrained net, excludes every module). Several seeds of one subset are averaged first, so `n` counts subsets.
+    pretrained net, excludes every module), and the median's 95% interval (`median_interval`: ci_lo, ci_hi).
+    Several seeds of one subset are averaged first, so `n` counts subsets.
 
     `table`: the `module_subsets` table (a `subset` bitmask column, or `retrained_modules`: 'm0,m2', a tuple,
     ...; `grid.vocabulary.as_mask`). Returns columns *by, module, membership ('included'/'excluded'), metric,
-    median, q25, q75, n."""
+    median, q25, q75, n, ci_lo, ci_hi."""
     table, by = _plain(table), list(by)
     missing = [c for c in (*by, *metrics) if c not in table]
     if missing:
@@ -78,9 +96,10 @@ def module_summary(table: pd.DataFrame, by: Sequence[str] = ("pretraining",),
             for membership, selected in (("included", group[included]), ("excluded", group[~included])):
                 for metric in metrics:
                     values = selected[metric].astype(float)
+                    lo, hi = median_interval(values.dropna())
                     rows.append({**dict(zip(by, key)), "module": module, "membership": membership,
                                  "metric": metric, "median": values.median(), "q25": values.quantile(0.25),
-                                 "q75": values.quantile(0.75), "n": int(values.count())})
+                                 "q75": values.quantile(0.75), "n": int(values.count()), "ci_lo": lo, "ci_hi": hi})
     return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])
 
 
@@ -90,9 +109,11 @@ def subset_count_text(n: int) -> str:
 
 @_styled
 def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
-    """Paper Fig. 6: per module, the median (bar) and interquartile range (error bar) of clean and robust
-    accuracy over the retrained module subsets that include (filled) or exclude (hatched) it; faint dots: the
-    individual subsets (mean over seeds). One panel per pretraining; the titles say how many subsets ran."""
+    """Paper Fig. 6: per module, the median (bar) of clean and robust accuracy over the retrained module subsets
+    that include (filled) or exclude (hatched) it, with the median's 95% interval (error bar, `median_interval`:
+    an interval like every other figure's, not a spread); faint dots: the individual subsets (mean over seeds);
+    "none run" where no subset of the run includes (or excludes) the module. One panel per pretraining; the
+    titles say how many subsets ran."""
     table = _plain(table)
     info = info or {}
     summary = module_summary(table)
@@ -117,9 +138,12 @@ def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
             pos = x + (i - 1.5) * bar_w
             ax.bar(pos, part["median"], bar_w * 0.92, color="white" if excluded else color, edgecolor=color,
                    hatch="/////" if excluded else None, lw=0.7, zorder=2)
-            ax.errorbar(pos, part["median"], yerr=[(part["median"] - part["q25"]).clip(lower=0),
-                                                      (part["q75"] - part["median"]).clip(lower=0)],
+            ax.errorbar(pos, part["median"], yerr=[(part["median"] - part["ci_lo"]).clip(lower=0),
+                                                      (part["ci_hi"] - part["median"]).clip(lower=0)],
                         fmt="none", ecolor="0.15", elinewidth=0.7, capsize=1.5, capthick=0.7, zorder=4)
+            for j in np.flatnonzero(part["n"].fillna(0).to_numpy() == 0):
+                ax.text(pos[j], 0.02, "none run", rotation=90, ha="center", va="bottom", fontsize=MIN_FONT,
+                        color="0.45", zorder=4)
             for j in range(len(MODULE_NAMES)):
                 inside = points["_mask"].str[j] == "1"
                 vals = points.loc[inside if not excluded else ~inside, metric].astype(float).to_numpy()
@@ -137,7 +161,7 @@ def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
                Patch(facecolor="white", edgecolor=blue, hatch="/////", label="clean, not retrained"),
                Patch(facecolor=vermillion, edgecolor=vermillion, label=f"{robust}, module retrained"),
                Patch(facecolor="white", edgecolor=vermillion, hatch="/////", label=f"{robust}, not retrained"),
-               Line2D([], [], color="0.15", marker="_", ms=5, ls="none", label="25th-75th percentile"),
+               Line2D([], [], color="0.15", marker="|", ms=5, ls="none", label="95% interval of the median"),
                Line2D([], [], color="0.25", alpha=0.6, marker="o", ms=2, ls="none",
                       label="one subset (mean over seeds)")]
     _legend(fig, handles, ncol=2 if width == COLUMN_WIDTH else 3)

@@ -26,7 +26,8 @@ from .style import (
     run_text,
 )
 
-OPERATIONS = {"rewind": ("-", "o", "rewound to epoch 0"), "redraw": (":", "^", "redrawn at random")}
+# operation -> (line style of the legend only: layers are categories, no lines join them), marker, text, x offset
+OPERATIONS = {"rewind": ("-", "o", "rewound to epoch 0", -0.15), "redraw": (":", "^", "redrawn at random", 0.15)}
 
 
 def _reinit_panel(ax, table, key, keys, layers, pos, many_datasets) -> None:
@@ -41,9 +42,9 @@ def _reinit_panel(ax, table, key, keys, layers, pos, many_datasets) -> None:
         others = table[(table["operation"] == "none") & (table["pretraining"] == values.get("pretraining"))]
         original = others.assign(x=0.0)
     for metric, (_, color, _, _) in METRICS.items():
-        for operation, (ls, marker, _) in OPERATIONS.items():
-            _curve(ax, sub[sub["operation"] == operation], "x", metric, color=color, ls=ls, marker=marker,
-                   lw=0.9)
+        for operation, (ls, marker, _, dx) in OPERATIONS.items():
+            points = sub[sub["operation"] == operation].assign(x=lambda d: d["x"] + dx)  # side by side
+            _curve(ax, points, "x", metric, color=color, ls=ls, marker=marker, lw=0.9)  # categories: grid None
         if len(original):
             agg = over_seeds(original, ["operation"], metric)
             mean, lo, hi = agg["mean"].iloc[0], agg["lo"].iloc[0], agg["hi"].iloc[0]
@@ -68,8 +69,9 @@ def _reinit_panel(ax, table, key, keys, layers, pos, many_datasets) -> None:
 
 @_styled
 def reinit_figure(table: pd.DataFrame, info: dict | None = None):
-    """Paper Fig. 7: clean and robust accuracy (Wilson bands) after re-initialising each layer alone, no
-    retraining: solid = rewound to its epoch-0 values, dotted = redrawn at random. x = the layers in forward
+    """Paper Fig. 7: clean and robust accuracy (markers with 95% Wilson error bars; the layers are categories, so
+    no lines join them) after re-initialising each layer alone, no retraining: circles = rewound to its epoch-0
+    values, triangles = redrawn at random, side by side. x = the layers in forward
     order, labelled with their torchvision names, module names on top; 'none' = the original net (point with
     error bar and a thin horizontal line across). One panel per (pretrained net, BatchNorm policy) (and
     dataset, when the table has several), stacked; 7 in wide."""
@@ -99,8 +101,8 @@ def reinit_figure(table: pd.DataFrame, info: dict | None = None):
     handles = []
     for metric, (name, color, _, _) in METRICS.items():
         metric_name = "clean" if metric == "clean_acc" else f"robust ({attack.split(',')[0]})"
-        for operation, (ls, marker, text) in OPERATIONS.items():
-            handles.append(Line2D([], [], color=color, ls=ls, marker=marker, lw=0.9, label=f"{metric_name}, {text}"))
+        for operation, (_, marker, text, _) in OPERATIONS.items():
+            handles.append(Line2D([], [], color=color, ls="none", marker=marker, label=f"{metric_name}, {text}"))
     handles.append(Line2D([], [], color="0.3", marker="D", ms=3.5, ls="-", lw=0.5, label="original net (none)"))
     handles += _uncertainty_handles(table)
     _legend(fig, handles, ncol=4)

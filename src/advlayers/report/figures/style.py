@@ -6,9 +6,14 @@ Conventions, the same in every figure:
   TrueType fonts in the PDF (`pdf.fonttype` 42, no Type 3).
 * Colour-blind-safe Okabe-Ito colours: clean = blue, robust / adversarial = vermillion (never red/green), and a
   second cue besides colour (line style, marker, hatch).
-* Uncertainty: lines are the mean over training seeds; shaded bands / error bars span the 95% Wilson intervals
-  of the table's `*_lo` / `*_hi` columns (with several seeds, from the lowest lower to the highest upper bound
-  of the seeds); with several seeds every seed is also drawn as a faint marker.
+* Only what was measured: a marker at every measured point (the mean over training seeds); a line joins two
+  points only when no position between them could have been measured (cut-offs 3 and 6 with 4, 5 not run stay
+  apart; categorical axes such as Fig. 7's layers get no lines at all).
+* Uncertainty: shaded bands (along joined points) and error bars (at points alone) span the 95% Wilson
+  intervals of the table's `*_lo` / `*_hi` columns (with several seeds, from the lowest lower to the highest
+  upper bound of the seeds); with several seeds every seed is also drawn as a faint marker. Every figure
+  shows 95% intervals (Fig. 6 too); a figure that tests many things at once says its multiple-comparison
+  correction.
 * Accuracy axes run from -0.02 to 1.02, so a curve at exactly 0 (or 1) stays visible.
 * Legends sit outside the axes, in their own row below them (constrained layout); titles come from `info`.
 """
@@ -24,6 +29,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -235,16 +241,43 @@ def over_seeds(df: pd.DataFrame, keys: Sequence[str], metric: str) -> pd.DataFra
     return out.reset_index()
 
 
+def joined_runs(xs, grid) -> list[list[int]]:
+    """Indices of the sorted measured positions `xs`, in runs a line may join: two neighbours are joined only when
+    `grid` (every position a run could have measured, e.g. cut-offs 0..6) has no position between them, so a
+    line never crosses a position that was not run. grid None (a categorical axis): every point alone."""
+    runs: list[list[int]] = []
+    for i, x in enumerate(xs):
+        if runs and grid is not None and not any(xs[runs[-1][-1]] < g < x for g in grid):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 def _curve(ax, df: pd.DataFrame, x: str, metric: str, *, color, ls="-", marker="o", band=True, lw=None,
-           label=None) -> None:
-    """Mean over seeds as a line with markers, its Wilson band, and each seed as a faint marker."""
+           label=None, grid=None) -> None:
+    """Mean over seeds: a marker at each measured x, its 95% Wilson interval, each seed as a faint marker.
+    One line (NaN-separated) joins only neighbours with no unmeasured `grid` position between them
+    (`joined_runs`; grid None: markers only, e.g. a categorical axis); the interval is a band along a joined
+    run and an error bar at a point that stands alone."""
     if df.empty:
         return
-    agg = over_seeds(df, [x], metric)
+    agg = over_seeds(df, [x], metric).sort_values(x)
     xs = agg[x].astype(float).to_numpy()
-    if band:
-        ax.fill_between(xs, agg["lo"], agg["hi"], color=color, alpha=BAND_ALPHA, lw=0, zorder=1)
-    ax.plot(xs, agg["mean"], ls=ls, marker=marker, color=color, lw=lw, zorder=3, label=label)
+    mean, lo, hi = (agg[c].astype(float).to_numpy() for c in ("mean", "lo", "hi"))
+    line_x, line_y, alone = [], [], []
+    for run in joined_runs(xs, grid):
+        if band and len(run) > 1:
+            ax.fill_between(xs[run], lo[run], hi[run], color=color, alpha=BAND_ALPHA, lw=0, zorder=1)
+        alone += run if len(run) == 1 else []
+        line_x += [*xs[run], np.nan]
+        line_y += [*mean[run], np.nan]
+    if band and alone:
+        ax.errorbar(xs[alone], mean[alone], yerr=[np.clip(mean[alone] - lo[alone], 0, None),
+                                                  np.clip(hi[alone] - mean[alone], 0, None)],
+                    fmt="none", ecolor=color, elinewidth=0.8, capsize=1.5, alpha=0.7, zorder=2)
+    ax.plot(line_x[:-1], line_y[:-1], ls=ls if grid is not None else "none", marker=marker, color=color, lw=lw,
+            zorder=3, label=label)
     if "seed" in df and df["seed"].nunique() > 1:
         ax.scatter(df[x].astype(float), df[metric].astype(float), s=5, marker=marker, color=color,
                    alpha=SEED_ALPHA, lw=0, zorder=2)
