@@ -114,9 +114,37 @@ def _existing_root(name: str, root, download: bool) -> Path:
     return path
 
 
+# What the official CIFAR-10 python batches (and copies re-pickled by Python 3 / numpy 2) need to rebuild:
+# numpy arrays and their dtypes (protocol 5: `_frombuffer`); `_codecs.encode` is how protocol-2 pickles from Python 3 spell bytes.
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 batch holds (dicts, lists, bytes, str, numbers, numpy arrays): any other
+    global (a function to call, a class to build) is refused before it is looked up, so nothing runs."""
+
+    def find_class(self, module, name):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 batch never holds")
+
+
 def _read_pickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")  # the official batches are Python 2 pickles
+    """One CIFAR-10 python batch through `_BatchUnpickler` (a crafted file cannot execute code); one-line
+    ValueError naming the file if it is not a batch."""
+    try:
+        with open(path, "rb") as f:
+            entry = _BatchUnpickler(f, encoding="latin1").load()  # the official batches are Python 2 pickles
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"dataset 'cifar10': {path} is not a CIFAR-10 python batch ({reason}); "
+                         f"expected {_LAYOUTS['cifar10']}") from None
+    arrays = [v for v in entry.values() if isinstance(v, np.ndarray)] if isinstance(entry, dict) else []
+    if not isinstance(entry, dict) or any(a.dtype == object for a in arrays):
+        raise ValueError(f"dataset 'cifar10': {path} is not a CIFAR-10 python batch (it does not hold a dict of "
+                         f"plain data and numeric arrays); expected {_LAYOUTS['cifar10']}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
