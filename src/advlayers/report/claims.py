@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import read_table
 from .claim_checks import (
     Outcomes,
     _cutoff_claims,
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 def check_claims(tables: dict) -> pd.DataFrame:
     """Every claim per (dataset, arch) the tables can test. `tables`: {name: DataFrame or parquet path} with
     cutoff and outcomes (required) and layer_cutoff, module_subsets, reinit, feature_divergence (optional)."""
-    frames = {k: (v if isinstance(v, pd.DataFrame) else pd.read_parquet(v)) for k, v in tables.items()}
+    frames = {k: (v if isinstance(v, pd.DataFrame) else read_table(v)) for k, v in tables.items()}
     cutoff, all_outcomes = frames["cutoff"], frames["outcomes"]
     rows = []
     for (dataset, arch), coords in cutoff.groupby(["dataset", "arch"], sort=False):
