@@ -380,17 +380,54 @@ def _deleted_evaluation(root):
 
 
 def _tampered_record(root):
+    """Issue 20 A: an evaluation edited by hand (robust_acc changed, the file otherwise valid) is itself corrupt."""
     path = root / records(CONV, "pretrained")
     data = json.loads(path.read_text())
     data["records"][0]["robust_acc"] = 0.99
     path.write_text(json.dumps(data))
-    return CUTOFF, "stale", records(CONV, "pretrained"), None
+    return records(CONV, "pretrained"), "corrupt", "does not match its recorded digest", None
 
 
 def _corrupt_table(root):
     path = root / CUTOFF
     path.write_bytes(path.read_bytes()[:500])
-    return CUTOFF, "corrupt", "unreadable", None
+    return CUTOFF, "corrupt", "not readable parquet", None
+
+
+def _rewrite_parquet_value(path: Path, column: str, change) -> None:
+    """A value of a parquet artifact changed in place (its metadata, recorded digest included, kept; mtime kept):
+    what a flipped bit in a data page does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    st = path.stat()
+    table = pq.read_table(path)
+    values = table.column(column).to_pylist()
+    values[0] = change(values[0])
+    table = table.set_column(table.column_names.index(column), column, pa.array(values, table.schema.field(column).type))
+    pq.write_table(table, path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _flipped_table_value(root):
+    """Issue 20 A: clean_acc 0.96 -> 0.99 in the cut-off table (a bit flip; verify used to bless it)."""
+    _rewrite_parquet_value(root / CUTOFF, "clean_acc", lambda v: min(1.0, v + 0.03))
+    return CUTOFF, "corrupt", "does not match its recorded digest", None
+
+
+def _flipped_outcome(root):
+    _rewrite_parquet_value(root / outcomes(CONV, "pretrained"), "robust_correct", lambda v: not v)
+    return outcomes(CONV, "pretrained"), "corrupt", "does not match its recorded digest", None
+
+
+def _stale_cell(root):
+    """Issue 20 B: a cell checkpoint of the right identity made from another pretrained net (its recorded input
+    is not the pretrained file beside it)."""
+    path = root / cell_file(CONV, "m100000")
+    payload = torch.load(path, weights_only=True)
+    payload["inputs"]["pretrained"]["sha256"] = "0" * 64
+    torch.save(payload, path)
+    return cell_file(CONV, "m100000"), "stale", "changed since", layout.group_dir(CONV, "m100000")
 
 
 def _swapped_outcomes(root):
@@ -409,7 +446,8 @@ def _deleted_batch(root):
 
 
 DAMAGES = [_flipped, _truncated, _nan_weights, _swapped_pretrained, _other_arch, _other_dataset,
-           _deleted_evaluation, _tampered_record, _corrupt_table, _swapped_outcomes, _changed_data, _deleted_batch]
+           _deleted_evaluation, _tampered_record, _corrupt_table, _swapped_outcomes, _changed_data, _deleted_batch,
+           _flipped_table_value, _flipped_outcome, _stale_cell]
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.__name__.strip("_") for d in DAMAGES])
@@ -420,6 +458,31 @@ def test_verify_names_each_damage(tiny_run, tmp_path, damage):
     assert words in problem.detail, problem
     assert problem.target == (target or path)
     assert problem.command == f"snakemake --cores all all_figures --forcerun {problem.target}"
+
+
+def test_stale_cell_of_the_right_identity_is_refused_by_its_consumers(tiny_run, tmp_path, monkeypatch):
+    """Issue 20 B: the evaluation (and every job that loads a checkpoint for the workflow) refuses a checkpoint whose
+    recorded inputs are not the files beside it, with one line naming it; `advlayers eval` on it alone still works."""
+    root = results_copy(tiny_run, tmp_path)
+    path = _stale_cell(root)[0]
+    monkeypatch.chdir(root)  # recorded paths are relative to the working directory
+    load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {path} is stale: its input .*pretrained.pt \(pretrained\) "
+                       "changed since it was made from it") as e:
+        load_checkpoint(path, sources=True)
+    assert "\n" not in str(e.value)
+
+
+def test_damaged_table_is_refused_by_claims_and_figures(tiny_run, tmp_path, monkeypatch):
+    """Issue 20 A: a flipped value in a table never reaches a verdict: the claims job refuses it (one line)."""
+    from advlayers.io import ArtifactError
+    from advlayers.report.claims import check_claims
+
+    root = results_copy(tiny_run, tmp_path)
+    _flipped_table_value(root)
+    monkeypatch.chdir(root)
+    with pytest.raises(ArtifactError, match=f"^{CUTOFF} is corrupt: its content does not match its recorded digest"):
+        check_claims({"cutoff": CUTOFF, "outcomes": layout.table_path("outcomes")})
 
 
 def test_verify_cli_clean_json_and_each_file_hashed_once(tiny_run, tmp_path, monkeypatch, capsys):

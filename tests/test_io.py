@@ -146,6 +146,7 @@ def test_parquet_self_digest_catches_a_flipped_value(tmp_path, rows):
     df = pd.DataFrame({"cell": ["m110000", "l0-7", None], "clean_acc": [0.961, 0.5, float("nan")],
                        "n": [1, 2, 3], "correct": [True, False, True]})
     df["cat"] = pd.Categorical(["a", "b", "a"])
+    df["modules"] = [[], ["m0"], ["m0", "m1"]]  # list<item> written, list<element> read back
     path = tmp_path / "t.parquet"
     as_rows = [{"cell": c, "clean_acc": a, "n": n, "correct": b} for c, a, n, b in
                zip(["m110000", "l0-7", None], [0.961, 0.5, float("nan")], [1, 2, 3], [True, False, True])]

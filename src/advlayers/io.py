@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +130,8 @@ def parquet_digest(arrow, metadata: bytes = b"") -> str:
     for name, column in zip(arrow.column_names, arrow.columns):
         if pa.types.is_dictionary(column.type):
             column = column.cast(column.type.value_type)
-        kind = str(column.type).replace("large_", "")  # string and large_string hold the same values
+        # string / large_string and list<item: ...> / list<element: ...> hold the same values
+        kind = re.sub(r"<\w+: ", "<", str(column.type)).replace("large_", "")
         h.update(f"{name}\0{kind}\0{len(column)}\0".encode())
         if (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                 or pa.types.is_boolean(column.type)) and column.null_count == 0:
