@@ -97,6 +97,18 @@ def test_atomic_write_creates_folders_and_returns_the_path(tmp_path):
     assert path.read_bytes() == b"hello"
 
 
+def test_the_next_write_removes_a_killed_writers_temporary(tmp_path):
+    """Issue 20 G: a SIGKILL between mkstemp and rename leaves a 0600 `.NAME.*.tmp`; the next write of NAME removes it
+    (and leaves other files' temporaries alone)."""
+    path = tmp_path / "fig.png"
+    left = tmp_path / ".fig.png.abc123.tmp"
+    other = tmp_path / ".other.png.abc123.tmp"
+    left.write_bytes(b"partial")
+    other.write_bytes(b"partial")
+    atomic_write(path, b"png")
+    assert path.read_bytes() == b"png" and not left.exists() and other.exists()
+
+
 def test_stale_temporaries_are_found(tmp_path):
     path = tmp_path / "state.pt"
     assert stale_temporaries(tmp_path / "missing" / "state.pt") == []

@@ -27,9 +27,13 @@ def _umask() -> int:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None] | bytes | str) -> Path:
     """Write `path` atomically: `write(file)` (or the given bytes/text) goes to a temporary file in the same
-    folder, which is fsynced, given mode 0666 & ~umask and renamed over `path`."""
+    folder, which is fsynced, given mode 0666 & ~umask and renamed over `path`. Temporaries of `path` that a killed
+    writer left are removed first (one job writes a file at a time: Snakemake locks the working directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(path):  # left by a writer of this file killed before its rename (SIGKILL)
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

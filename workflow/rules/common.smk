@@ -14,13 +14,17 @@ REPO = Path(workflow.basedir)
 SRC = REPO / "src"
 sys.path.insert(0, str(SRC))  # this checkout's library; the grid imports no torch (fast DAG building)
 
-from advlayers.grid import conf, layout, plan, validate  # noqa: E402
+from advlayers.grid import conf, layout, plan, rebuild, validate  # noqa: E402
 from advlayers.grid.vocabulary import MODULE_LAYERS, ConfigError, Setting  # noqa: E402
 from advlayers.tools.sources import library_files  # noqa: E402
 
 # --------------------------------------------------------------------------- config validation
 # The schema first (types, unknown keys, enums, defaults), then names, cross-references and dataset folders,
 # all before any job runs.
+
+if os.path.exists(layout.RESULTS) and not os.path.isdir(layout.RESULTS):
+    raise WorkflowError(f"{os.path.abspath(layout.RESULTS)} is a file, not a folder: the workflow writes every artifact "
+                        "under results/ (move the file away)")
 
 try:
     validate.apply_schema(config)

@@ -54,6 +54,9 @@ def save_checkpoint(path, model: ModularNet, *, dataset: str, seed: int, epoch: 
 def read_checkpoint(path) -> dict:
     """The payload of an advlayers checkpoint, its weights' digest verified."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file (a retraining group's folder "
+                              "holds one <cell>.pt per cell: name one of them)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:

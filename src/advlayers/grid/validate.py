@@ -43,7 +43,7 @@ def apply_schema(config: dict) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = ".".join(map(str, error.absolute_path)) or "the config"
-        raise ConfigError(f"config error: {where}: {error.message}")
+        raise ConfigError(f"config error: {where}: {' '.join(error.message.split())}")  # one line
     return config
 
 

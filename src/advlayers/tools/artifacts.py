@@ -41,13 +41,14 @@ class Checked:
 SNAKEMAKE = ("snakemake", "--cores", "all", "all_figures")
 
 
-def rebuild_command(targets, configfiles=()) -> str:
-    """`snakemake --cores all all_figures [--configfile F ...] --forcerun TARGET ...`: rebuilds the targets and
-    everything made from them."""
+def rebuild_command(targets, configfiles=(), cores="all") -> str:
+    """`snakemake --cores CORES all_figures [--configfile F ...] --forcerun TARGET ...`: rebuilds the targets and
+    everything made from them (the run's config files and cores)."""
     import shlex
 
     extra = [a for c in configfiles for a in ("--configfile", c)]
-    return shlex.join([*SNAKEMAKE, *extra, "--forcerun", *sorted(dict.fromkeys(targets))])
+    return shlex.join(["snakemake", "--cores", str(cores), "all_figures", *extra, "--forcerun",
+                       *sorted(dict.fromkeys(targets))])
 
 
 def rebuild_target(rel: str) -> str:

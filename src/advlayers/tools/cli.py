@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="D", help="prepared dataset file, or a name (digits, ...)")
     p.add_argument("--root", metavar="DIR", help="dataset folder, with a name")
     p.add_argument("--eps", type=fraction, required=True, metavar="E", help="L-inf radius in pixels, e.g. 8/255")
-    p.add_argument("--steps", type=_non_negative_int, default=200, metavar="K", help="attack steps (200)")
+    # at least 1: with 0 steps the "robust accuracy" is the accuracy on randomly perturbed images, not an attack's
+    p.add_argument("--steps", type=_positive_int, default=200, metavar="K", help="attack steps (200; at least 1)")
     p.add_argument("--step-size", type=fraction, metavar="S", help="PGD step (default: eps/4)")
     p.add_argument("--restarts", type=_positive_int, default=1, metavar="R", help="restarts (1)")
     p.add_argument("--n", type=_positive_int, default=1000, help="test images, a seeded subset (1000)")
