@@ -220,7 +220,8 @@ def test_silent_damage_is_invisible_to_snakemake_but_named_by_verify(silent):
     assert set(lines) == {f"{ROT}/m100000.pt", f"{SWAP}/m000011.pt"}, out[-3000:]
     rot, swap = lines[f"{ROT}/m100000.pt"], lines[f"{SWAP}/m000011.pt"]
     assert rot.startswith(f"{ROT}/m100000.pt: corrupt: ") and "do not match their recorded digest" in rot
-    assert rot.endswith(f"rebuild: snakemake --cores all all_figures --configfile tiny.yaml --forcerun {ROT}")
+    # the run's --cores and --configfile (`snakemake verify --cores 1 --configfile tiny.yaml`)
+    assert rot.endswith(f"rebuild: snakemake --cores 1 all_figures --configfile tiny.yaml --forcerun {ROT}")
     assert swap.startswith(f"{SWAP}/m000011.pt: swapped: holds pretraining='conventional'")
     assert swap.endswith(f"--forcerun {SWAP}")
 
@@ -731,3 +732,102 @@ def test_ctrl_c_on_pretraining_saves_the_state_and_the_rerun_completes(tiny_run,
     assert "resumed from" in log.read_text()
     payload = read_checkpoint(out)
     assert len(payload["meta"]["history"]) == 4 and not state.exists()
+
+
+# --------------------------------------------------------------------------- issue 20: every fault kind repaired
+# One copy of the tiny run. First what the next plain run repairs by itself (C, D): a cell checkpoint deleted from
+# its group folder, a per-dataset table deleted. Then one fault of each kind that only `verify` sees (A, B):
+# corrupt (a flipped table value, an edited evaluation record, mtimes kept), swapped (another net's outcomes),
+# stale (a cell made from another pretrained net); `snakemake verify` names each file itself, its printed command
+# (the run's --configfile and --cores) runs as printed, and the tables, outcomes and claims are the original ones.
+
+GONE_CELL = cell_file(ADV, "m100000")
+DATASET_TABLE = layout.table_path(layout.cutoff_table("digits"))
+SWAPPED_OUTCOMES = outcomes(ADV, "retrained_m000011")
+STALE_CELL = cell_file(CONV, "m100000")
+
+
+def _all_numbers(root: Path) -> dict:
+    out = {"cutoff": cutoff_numbers(root)}
+    out["outcomes"] = pd.read_parquet(root / layout.table_path("outcomes")).sort_values(
+        ["pretraining", "cell", "test_index"]).reset_index(drop=True)[["pretraining", "cell", "test_index",
+                                                                       "clean_correct", "robust_correct"]]
+    claims = pd.read_parquet(root / layout.path("claims_table"))
+    out["claims"] = claims[[c for c in ("claim", "dataset", "arch", "value", "verdict") if c in claims]]
+    return out
+
+
+def _keep_mtime(path: Path, change) -> None:
+    st = path.stat()
+    change()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.fixture(scope="module")
+def repaired(tiny_run, tmp_path_factory):
+    root = copy_of(tiny_run, tmp_path_factory.mktemp("repaired") / "run")
+    steps = {"before": _all_numbers(root)}
+    (root / GONE_CELL).unlink()
+    (root / DATASET_TABLE).unlink()
+    steps["verify_missing"] = _verify_in_process(root, "--configfile", "tiny.yaml")
+    steps["plain"] = snakemake(root, *TARGETS, "--cores", "2", *CONFIG, check=False)
+    steps["after_plain"] = _all_numbers(root)
+    steps["restored"] = [(root / p).is_file() for p in (GONE_CELL, DATASET_TABLE)]
+    _flipped_table_value(root)
+    path = root / records(CONV, "pretrained")
+    _keep_mtime(path, lambda: path.write_text(path.read_text().replace('"robust_acc": 0.', '"robust_acc": 0.9', 1)))
+    target = root / SWAPPED_OUTCOMES
+    _keep_mtime(target, lambda: shutil.copyfile(root / outcomes(CONV, "retrained_m000011"), target))
+    _keep_mtime(root / STALE_CELL, lambda: _stale_cell(root))
+    steps["dry"] = dry_run(root, *TARGETS, *CONFIG)
+    steps["verify"] = snakemake(root, "verify", "--cores", "2", *CONFIG, check=False)
+    last = [line for line in steps["verify"][1].splitlines() if "to rebuild them all" in line]
+    steps["command"] = shlex.split(last[0].rsplit(": ", 1)[1]) if last else []
+    if steps["command"]:
+        proc = subprocess.run([sys.executable, "-m", *steps["command"]], cwd=root, capture_output=True, text=True,
+                              timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        steps["recovery"] = (proc.returncode, proc.stdout + proc.stderr)
+    steps["after"] = _all_numbers(root)
+    steps["verify_after"] = snakemake(root, "verify", "--cores", "1", *CONFIG, check=False)
+    steps["dry_after"] = dry_run(root, *TARGETS, *CONFIG)
+    return root, steps
+
+
+def _assert_same_numbers(a: dict, b: dict) -> None:
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key], obj=key)
+
+
+@pytest.mark.slow
+def test_deleted_cell_and_dataset_table_are_listed_and_rebuilt_by_the_next_run(repaired):
+    """Issue 20 C, D: verify (given the run's config) lists both as missing; the next plain run rebuilds them (the
+    group's retraining, its evaluation, the tables) and the numbers are the original ones."""
+    root, steps = repaired
+    rc, out = steps["verify_missing"]
+    assert rc == 1 and f"{GONE_CELL}: missing: " in out and f"{DATASET_TABLE}: missing: the config implies it" in out
+    assert f"--forcerun {layout.group_dir(ADV, 'm100000')}" in out
+    rc, out = steps["plain"]
+    assert rc == 0 and "Nothing to be done" not in out, out[-3000:]
+    assert steps["restored"] == [True, True]
+    _assert_same_numbers(steps["after_plain"], steps["before"])
+
+
+@pytest.mark.slow
+def test_each_fault_kind_is_named_as_the_file_itself_and_repaired_by_the_printed_command(repaired):
+    """Issue 20 A, B: invisible to Snakemake (nothing to do), named by verify as the damaged file itself (not only
+    what was made from it); its command, run as printed, restores the original tables and claims, and verify is
+    clean again with nothing left to do."""
+    root, steps = repaired
+    assert steps["dry"] == {}
+    rc, out = steps["verify"]
+    assert rc != 0 and "Traceback" not in out
+    kinds = {line.split(": ")[0]: line.split(": ")[1] for line in out.splitlines() if line.startswith("results/")}
+    assert kinds[CUTOFF] == "corrupt" and kinds[records(CONV, "pretrained")] == "corrupt", out[-3000:]
+    assert kinds[SWAPPED_OUTCOMES] == "swapped" and kinds[STALE_CELL] == "stale", out[-3000:]
+    assert steps["command"][:6] == ["snakemake", "--cores", "2", "all_figures", "--configfile", "tiny.yaml"]
+    rc, out = steps["recovery"]
+    assert rc == 0, out[-3000:]
+    _assert_same_numbers(steps["after"], steps["before"])
+    rc, out = steps["verify_after"]
+    assert rc == 0 and re.search(r"^verified \d+ artifacts: all consistent$", out, re.M), out[-3000:]
+    assert steps["dry_after"] == {}

@@ -74,11 +74,14 @@ def load_configs(paths, root: Path) -> dict | None:
 
 def expected_artifacts(config: dict) -> list[str]:
     """Every file the config's `all_figures` makes (`tools.preflight.expected_outputs`: checkpoints, evaluations,
-    per-net parts, tables, figures, claims), rebuild markers left out."""
+    per-net parts, tables, figures, claims; and what the figures are drawn from: the per-dataset tables), rebuild
+    markers left out."""
+    from ..grid import plan
     from .preflight import expected_outputs
 
-    return sorted({p for rule, files in expected_outputs(config).items() if not rule.endswith("rebuild_marker")
-                   for p in files})
+    found = {p for rule, files in expected_outputs(config).items() if not rule.endswith("rebuild_marker")
+             for p in files}
+    return sorted(found | {p for stem in plan.figures(config) for p in plan.figure_inputs(config, stem)})
 
 
 class Verifier:
