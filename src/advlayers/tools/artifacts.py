@@ -210,6 +210,7 @@ def check(root: Path, rel: str, kind: str, fields: dict) -> Checked:
     try:
         return CHECKS[kind](root, rel, fields)
     except ArtifactError as e:  # its own digest: the message names what is wrong
-        return problem(rel, "corrupt", one_line(e).replace(f"{root / rel} ", "", 1))
+        return problem(rel, "corrupt", one_line(e).replace(f"{root / rel} is corrupt: ", "", 1)
+                       .replace(f"{root / rel} ", "", 1))
     except Exception as e:
         return problem(rel, "corrupt", f"unreadable ({type(e).__name__}: {one_line(e)})")
