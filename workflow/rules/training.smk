@@ -37,7 +37,7 @@ rule retrain:
     input:
         data=lambda wc: layout.data_path(wc.dataset),
         pretrained=rules.pretrain.output.model,
-        # rewritten while the DAG is built when the group folder lacks a cell's checkpoint (advlayers.grid.rebuild)
+        # written while the DAG is built when the group folder lacks a cell's checkpoint (advlayers.grid.rebuild)
         rebuild=lambda wc: rebuild.group_rebuild_marker(config, setting(wc), wc.group),
         library=library("retrain"),
     output:
@@ -60,16 +60,3 @@ rule retrain:
     script:
         "../scripts/retrain.py"
 
-
-rule group_rebuild_marker:
-    """A retraining job's rebuild marker, empty (a run that must retrain the group rewrites it while building the
-    DAG)."""
-    output:
-        layout.pattern("group_rebuild_marker"),
-    log:
-        layout.log_path("group_rebuild_marker", layout.JOBS["retrain"]),
-    localrule: True
-    conda:
-        "../envs/advlayers.yaml"
-    shell:
-        "touch {output} 2> {log}"

@@ -59,16 +59,17 @@ def table_rebuild_marker(config: dict, table: str, root: str | os.PathLike = "."
     return marker
 
 
-def group_rebuild_marker(config: dict, setting, group: str, root: str | os.PathLike = ".") -> str:
-    """A retraining job's rebuild marker: rewritten (once per process) when its group folder exists but lacks the
-    checkpoint of one of its cells (deleted by hand: Snakemake dates the folder, not its files), so that the job
-    runs again and with it everything made from the folder."""
+def group_rebuild_marker(config: dict, setting, group: str, root: str | os.PathLike = ".") -> list[str]:
+    """A retraining job's rebuild marker, as its input list: written (once per process) when its group folder
+    exists but lacks the checkpoint of one of its cells (deleted by hand: Snakemake dates the folder, not its
+    files), so that the job runs again and with it everything made from the folder. No rule makes it: it is an
+    input only once it exists ([] before: a fresh run has no marker job per group), and then keeps its date."""
     root = Path(root)
     marker = layout.group_rebuild_marker(setting, group)
     if (str(root.resolve()), marker) not in _requested and (root / layout.group_dir(setting, group)).is_dir():
         _request(root, marker, [layout.cell_path(setting, group, c) for c in plan.group_cells(config, setting, group)
                                 if not (root / layout.cell_path(setting, group, c)).is_file()])
-    return marker
+    return [marker] if (root / marker).is_file() else []
 
 
 def _request(root: Path, marker: str, missing: list[str]) -> None:

@@ -45,7 +45,7 @@ from ..grid import vocabulary as vocab
 from . import cost
 
 # The rules of the workflow's DAG that make files (targets and `verify` aside), in pipeline order.
-RULES = ("prepare_data", "pretrain", "group_rebuild_marker", "retrain", "evaluate", "evaluate_autoattack", "reinit", "sample_features",
+RULES = ("prepare_data", "pretrain", "retrain", "evaluate", "evaluate_autoattack", "reinit", "sample_features",
          "embed_features", "feature_divergence", "table_rebuild_marker", "table", "figure", "claims")
 KINDS = ("pretrained", "initial", "retrained")
 OK, NOT_OK = "ok", "NOT OK"
@@ -70,7 +70,6 @@ def expected_outputs(config: dict) -> dict[str, list[str]]:
     for s, groups in plan.groups(config).items():
         for group, cells in groups.items():
             out["retrain"] += [layout.group_dir(s, group)] + [layout.cell_path(s, group, c) for c in cells]
-            out["group_rebuild_marker"].append(layout.group_rebuild_marker(s, group))
     out["evaluate_autoattack"] = [p for s in plan.autoattack_settings(config)
                                   for p in layout.evaluation_paths(s, layout.AUTOATTACK_UNIT)]
     out["reinit"] = [layout.reinit_path(s) for s in plan.reinit_settings(config)]
