@@ -170,6 +170,9 @@ def eval_command(args) -> int:
         if payload[key] != getattr(dataset.info, key):
             raise ValueError(f"checkpoint {args.checkpoint} has {payload[key]} {what}, dataset "
                              f"{dataset.info.name} has {getattr(dataset.info, key)}")
+    if payload["dataset"] != dataset.info.name:  # allowed (transfer), but never unnoticed
+        print(f"advlayers: warning: {args.checkpoint} was trained on {payload['dataset']}, evaluated on "
+              f"{dataset.info.name}", file=sys.stderr)
     meta = payload.get("meta", {})
     record = evaluate(model, dataset.test, spec, n=args.n, seed=args.seed, batch_size=args.batch_size,
                       device=args.device, progress=False, checkpoint=str(args.checkpoint), arch=payload["arch"],
