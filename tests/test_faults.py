@@ -831,3 +831,14 @@ def test_each_fault_kind_is_named_as_the_file_itself_and_repaired_by_the_printed
     rc, out = steps["verify_after"]
     assert rc == 0 and re.search(r"^verified \d+ artifacts: all consistent$", out, re.M), out[-3000:]
     assert steps["dry_after"] == {}
+
+
+def test_results_being_a_file_is_one_line(tmp_path):
+    """Issue 20 G: `results` a file (not a folder) stops Snakemake with one line naming it, no traceback."""
+    from helpers import copy_repo
+
+    root = copy_repo(tmp_path / "repo")
+    (root / "results").write_text("not a folder")
+    rc, out = snakemake(root, "-n", *TARGETS, *CONFIG, check=False)
+    assert rc != 0 and "Traceback" not in out and "NotADirectoryError" not in out, out[-3000:]
+    assert "results is a file, not a folder" in out, out[-3000:]
