@@ -44,6 +44,9 @@ rule all_figures:
     input:
         [p for stem in plan.figures(config) for p in layout.figure_paths(stem)],
         [layout.table_path(t) for t in plan.tables(config)],
+        # what the figures are drawn from (the per-dataset cut-off tables, the embeddings): a deleted one is
+        # rebuilt, and the figures with it, instead of "Nothing to be done"
+        sorted({p for stem in plan.figures(config) for p in plan.figure_inputs(config, stem)}),
         rules.claims.output,
     default_target: True
     localrule: True

@@ -208,6 +208,13 @@ def test_bad_input_gives_one_line(tmp_path, pretrained, capsys):
                                      "--out", tmp_path / "o", "--initial", tmp_path / "i"), "none.pt")
     assert_one_line_error(in_process(capsys, "export", out), "OUT")
     assert in_process(capsys, "verify", "--root", tmp_path / "nowhere").returncode == 2
+    # issue 20 G: a folder (a retraining group's) is named as one; 0 attack steps is no attack
+    assert_one_line_error(in_process(capsys, "eval", tmp_path, "--data", "digits", "--eps", "0.1"), "is a folder")
+    assert_one_line_error(in_process(capsys, "eval", out, "--data", "digits", "--eps", "0.1", "--steps", "0"),
+                          "--steps")
+    other = in_process(capsys, "eval", out, "--data", "mnist5k", "--eps", "0.1", "--steps", "1", "--n", "8")
+    assert other.returncode == 0 and other.stderr.strip() == (f"advlayers: warning: {out} was trained on digits, "
+                                                              "evaluated on mnist5k")
 
 
 def test_main_returns_the_status_in_process(capsys):

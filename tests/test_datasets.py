@@ -207,6 +207,50 @@ def test_cifar10_real_format(tmp_path):
     assert torch.equal(load_dataset("cifar10", tmp_path / "cifar-10-batches-py").test.y, ds.test.y)
 
 
+class _Exploit:
+    """A crafted pickle: unpickling it calls `pathlib.Path.touch` on a marker (a stand-in for os.system)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar10_batch_of_any_protocol_is_read(tmp_path, protocol):
+    """The restricted unpickler admits a real-format batch however it was pickled (Python 3, numpy 2)."""
+    names, written = _write_cifar(tmp_path)
+    data, labels = written["data_batch_1"]
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"batch_label": b"training batch 1 of 5", b"data": data, b"labels": labels,
+                     b"filenames": [b"a.png"] * len(labels)}, f, protocol=protocol)
+    ds = load_dataset("cifar10", tmp_path)
+    assert torch.equal(ds.train.x[:20].reshape(20, -1), torch.from_numpy(data)) and ds.info.classes == names
+
+
+@pytest.mark.parametrize("name", ["data_batch_4", "batches.meta"])
+def test_cifar10_crafted_pickle_does_not_execute(tmp_path, name):
+    """Issue 20 E: a crafted batch is refused with one line naming the file, and its payload never runs."""
+    _write_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / name, "wb") as f:
+        pickle.dump({b"data": _Exploit(marker), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(ValueError, match=f"{name} is not a CIFAR-10 python batch \\(it references ") as e:
+        load_dataset("cifar10", tmp_path)
+    assert "\n" not in str(e.value) and not marker.exists()
+
+
+def test_cifar10_object_array_refused(tmp_path):
+    _write_cifar(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.array([1, "x"], dtype=object), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(ValueError, match="test_batch is not a CIFAR-10 python batch"):
+        load_dataset("cifar10", tmp_path)
+
+
 def test_cifar10_missing_batch(tmp_path):
     _write_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()

@@ -220,7 +220,8 @@ def test_silent_damage_is_invisible_to_snakemake_but_named_by_verify(silent):
     assert set(lines) == {f"{ROT}/m100000.pt", f"{SWAP}/m000011.pt"}, out[-3000:]
     rot, swap = lines[f"{ROT}/m100000.pt"], lines[f"{SWAP}/m000011.pt"]
     assert rot.startswith(f"{ROT}/m100000.pt: corrupt: ") and "do not match their recorded digest" in rot
-    assert rot.endswith(f"rebuild: snakemake --cores all all_figures --configfile tiny.yaml --forcerun {ROT}")
+    # the run's --cores and --configfile (`snakemake verify --cores 1 --configfile tiny.yaml`)
+    assert rot.endswith(f"rebuild: snakemake --cores 1 all_figures --configfile tiny.yaml --forcerun {ROT}")
     assert swap.startswith(f"{SWAP}/m000011.pt: swapped: holds pretraining='conventional'")
     assert swap.endswith(f"--forcerun {SWAP}")
 
@@ -380,17 +381,54 @@ def _deleted_evaluation(root):
 
 
 def _tampered_record(root):
+    """Issue 20 A: an evaluation edited by hand (robust_acc changed, the file otherwise valid) is itself corrupt."""
     path = root / records(CONV, "pretrained")
     data = json.loads(path.read_text())
     data["records"][0]["robust_acc"] = 0.99
     path.write_text(json.dumps(data))
-    return CUTOFF, "stale", records(CONV, "pretrained"), None
+    return records(CONV, "pretrained"), "corrupt", "does not match its recorded digest", None
 
 
 def _corrupt_table(root):
     path = root / CUTOFF
     path.write_bytes(path.read_bytes()[:500])
-    return CUTOFF, "corrupt", "unreadable", None
+    return CUTOFF, "corrupt", "not readable parquet", None
+
+
+def _rewrite_parquet_value(path: Path, column: str, change) -> None:
+    """A value of a parquet artifact changed in place (its metadata, recorded digest included, kept; mtime kept):
+    what a flipped bit in a data page does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    st = path.stat()
+    table = pq.read_table(path)
+    values = table.column(column).to_pylist()
+    values[0] = change(values[0])
+    table = table.set_column(table.column_names.index(column), column, pa.array(values, table.schema.field(column).type))
+    pq.write_table(table, path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _flipped_table_value(root):
+    """Issue 20 A: clean_acc 0.96 -> 0.99 in the cut-off table (a bit flip; verify used to bless it)."""
+    _rewrite_parquet_value(root / CUTOFF, "clean_acc", lambda v: min(1.0, v + 0.03))
+    return CUTOFF, "corrupt", "does not match its recorded digest", None
+
+
+def _flipped_outcome(root):
+    _rewrite_parquet_value(root / outcomes(CONV, "pretrained"), "robust_correct", lambda v: not v)
+    return outcomes(CONV, "pretrained"), "corrupt", "does not match its recorded digest", None
+
+
+def _stale_cell(root):
+    """Issue 20 B: a cell checkpoint of the right identity made from another pretrained net (its recorded input
+    is not the pretrained file beside it)."""
+    path = root / cell_file(CONV, "m100000")
+    payload = torch.load(path, weights_only=True)
+    payload["inputs"]["pretrained"]["sha256"] = "0" * 64
+    torch.save(payload, path)
+    return cell_file(CONV, "m100000"), "stale", "changed since", layout.group_dir(CONV, "m100000")
 
 
 def _swapped_outcomes(root):
@@ -409,7 +447,8 @@ def _deleted_batch(root):
 
 
 DAMAGES = [_flipped, _truncated, _nan_weights, _swapped_pretrained, _other_arch, _other_dataset,
-           _deleted_evaluation, _tampered_record, _corrupt_table, _swapped_outcomes, _changed_data, _deleted_batch]
+           _deleted_evaluation, _tampered_record, _corrupt_table, _swapped_outcomes, _changed_data, _deleted_batch,
+           _flipped_table_value, _flipped_outcome, _stale_cell]
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.__name__.strip("_") for d in DAMAGES])
@@ -420,6 +459,31 @@ def test_verify_names_each_damage(tiny_run, tmp_path, damage):
     assert words in problem.detail, problem
     assert problem.target == (target or path)
     assert problem.command == f"snakemake --cores all all_figures --forcerun {problem.target}"
+
+
+def test_stale_cell_of_the_right_identity_is_refused_by_its_consumers(tiny_run, tmp_path, monkeypatch):
+    """Issue 20 B: the evaluation (and every job that loads a checkpoint for the workflow) refuses a checkpoint whose
+    recorded inputs are not the files beside it, with one line naming it; `advlayers eval` on it alone still works."""
+    root = results_copy(tiny_run, tmp_path)
+    path = _stale_cell(root)[0]
+    monkeypatch.chdir(root)  # recorded paths are relative to the working directory
+    load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {path} is stale: its input .*pretrained.pt \(pretrained\) "
+                       "changed since it was made from it") as e:
+        load_checkpoint(path, sources=True)
+    assert "\n" not in str(e.value)
+
+
+def test_damaged_table_is_refused_by_claims_and_figures(tiny_run, tmp_path, monkeypatch):
+    """Issue 20 A: a flipped value in a table never reaches a verdict: the claims job refuses it (one line)."""
+    from advlayers.io import ArtifactError
+    from advlayers.report.claims import check_claims
+
+    root = results_copy(tiny_run, tmp_path)
+    _flipped_table_value(root)
+    monkeypatch.chdir(root)
+    with pytest.raises(ArtifactError, match=f"^{CUTOFF} is corrupt: its content does not match its recorded digest"):
+        check_claims({"cutoff": CUTOFF, "outcomes": layout.table_path("outcomes")})
 
 
 def test_verify_cli_clean_json_and_each_file_hashed_once(tiny_run, tmp_path, monkeypatch, capsys):
@@ -681,3 +745,113 @@ def test_ctrl_c_on_pretraining_saves_the_state_and_the_rerun_completes(tiny_run,
     assert "resumed from" in log.read_text()
     payload = read_checkpoint(out)
     assert len(payload["meta"]["history"]) == 4 and not state.exists()
+
+
+# --------------------------------------------------------------------------- issue 20: every fault kind repaired
+# One copy of the tiny run. First what the next plain run repairs by itself (C, D): a cell checkpoint deleted from
+# its group folder, a per-dataset table deleted. Then one fault of each kind that only `verify` sees (A, B):
+# corrupt (a flipped table value, an edited evaluation record, mtimes kept), swapped (another net's outcomes),
+# stale (a cell made from another pretrained net); `snakemake verify` names each file itself, its printed command
+# (the run's --configfile and --cores) runs as printed, and the tables, outcomes and claims are the original ones.
+
+GONE_CELL = cell_file(ADV, "m100000")
+DATASET_TABLE = layout.table_path(layout.cutoff_table("digits"))
+SWAPPED_OUTCOMES = outcomes(ADV, "retrained_m000011")
+STALE_CELL = cell_file(CONV, "m100000")
+
+
+def _all_numbers(root: Path) -> dict:
+    out = {"cutoff": cutoff_numbers(root)}
+    out["outcomes"] = pd.read_parquet(root / layout.table_path("outcomes")).sort_values(
+        ["pretraining", "cell", "test_index"]).reset_index(drop=True)[["pretraining", "cell", "test_index",
+                                                                       "clean_correct", "robust_correct"]]
+    claims = pd.read_parquet(root / layout.path("claims_table"))
+    out["claims"] = claims[[c for c in ("claim", "dataset", "arch", "value", "verdict") if c in claims]]
+    return out
+
+
+def _keep_mtime(path: Path, change) -> None:
+    st = path.stat()
+    change()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.fixture(scope="module")
+def repaired(tiny_run, tmp_path_factory):
+    root = copy_of(tiny_run, tmp_path_factory.mktemp("repaired") / "run")
+    steps = {"before": _all_numbers(root)}
+    (root / GONE_CELL).unlink()
+    (root / DATASET_TABLE).unlink()
+    steps["verify_missing"] = _verify_in_process(root, "--configfile", "tiny.yaml")
+    steps["plain"] = snakemake(root, *TARGETS, "--cores", "2", *CONFIG, check=False)
+    steps["after_plain"] = _all_numbers(root)
+    steps["restored"] = [(root / p).is_file() for p in (GONE_CELL, DATASET_TABLE)]
+    _flipped_table_value(root)
+    path = root / records(CONV, "pretrained")
+    _keep_mtime(path, lambda: path.write_text(path.read_text().replace('"robust_acc": 0.', '"robust_acc": 0.9', 1)))
+    target = root / SWAPPED_OUTCOMES
+    _keep_mtime(target, lambda: shutil.copyfile(root / outcomes(CONV, "retrained_m000011"), target))
+    _keep_mtime(root / STALE_CELL, lambda: _stale_cell(root))
+    steps["dry"] = dry_run(root, *TARGETS, *CONFIG)
+    steps["verify"] = snakemake(root, "verify", "--cores", "2", *CONFIG, check=False)
+    last = [line for line in steps["verify"][1].splitlines() if "to rebuild them all" in line]
+    steps["command"] = shlex.split(last[0].rsplit(": ", 1)[1]) if last else []
+    if steps["command"]:
+        proc = subprocess.run([sys.executable, "-m", *steps["command"]], cwd=root, capture_output=True, text=True,
+                              timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        steps["recovery"] = (proc.returncode, proc.stdout + proc.stderr)
+    steps["after"] = _all_numbers(root)
+    steps["verify_after"] = snakemake(root, "verify", "--cores", "1", *CONFIG, check=False)
+    steps["dry_after"] = dry_run(root, *TARGETS, *CONFIG)
+    return root, steps
+
+
+def _assert_same_numbers(a: dict, b: dict) -> None:
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key], obj=key)
+
+
+@pytest.mark.slow
+def test_deleted_cell_and_dataset_table_are_listed_and_rebuilt_by_the_next_run(repaired):
+    """Issue 20 C, D: verify (given the run's config) lists both as missing; the next plain run rebuilds them (the
+    group's retraining, its evaluation, the tables) and the numbers are the original ones."""
+    root, steps = repaired
+    rc, out = steps["verify_missing"]
+    assert rc == 1 and f"{GONE_CELL}: missing: " in out and f"{DATASET_TABLE}: missing: the config implies it" in out
+    assert f"--forcerun {layout.group_dir(ADV, 'm100000')}" in out
+    rc, out = steps["plain"]
+    assert rc == 0 and "Nothing to be done" not in out, out[-3000:]
+    assert steps["restored"] == [True, True]
+    _assert_same_numbers(steps["after_plain"], steps["before"])
+
+
+@pytest.mark.slow
+def test_each_fault_kind_is_named_as_the_file_itself_and_repaired_by_the_printed_command(repaired):
+    """Issue 20 A, B: invisible to Snakemake (nothing to do), named by verify as the damaged file itself (not only
+    what was made from it); its command, run as printed, restores the original tables and claims, and verify is
+    clean again with nothing left to do."""
+    root, steps = repaired
+    assert steps["dry"] == {}
+    rc, out = steps["verify"]
+    assert rc != 0 and "Traceback" not in out
+    kinds = {line.split(": ")[0]: line.split(": ")[1] for line in out.splitlines() if line.startswith("results/")}
+    assert kinds[CUTOFF] == "corrupt" and kinds[records(CONV, "pretrained")] == "corrupt", out[-3000:]
+    assert kinds[SWAPPED_OUTCOMES] == "swapped" and kinds[STALE_CELL] == "stale", out[-3000:]
+    assert steps["command"][:6] == ["snakemake", "--cores", "2", "all_figures", "--configfile", "tiny.yaml"]
+    rc, out = steps["recovery"]
+    assert rc == 0, out[-3000:]
+    _assert_same_numbers(steps["after"], steps["before"])
+    rc, out = steps["verify_after"]
+    assert rc == 0 and re.search(r"^verified \d+ artifacts: all consistent$", out, re.M), out[-3000:]
+    assert steps["dry_after"] == {}
+
+
+def test_results_being_a_file_is_one_line(tmp_path):
+    """Issue 20 G: `results` a file (not a folder) stops Snakemake with one line naming it, no traceback."""
+    from helpers import copy_repo
+
+    root = copy_repo(tmp_path / "repo")
+    (root / "results").write_text("not a folder")
+    rc, out = snakemake(root, "-n", *TARGETS, *CONFIG, check=False)
+    assert rc != 0 and "Traceback" not in out and "NotADirectoryError" not in out, out[-3000:]
+    assert "results is a file, not a folder" in out, out[-3000:]

@@ -223,3 +223,22 @@ def test_missing_dataset_root_is_named(tmp_path):
         validate.check_root("cifar10", str(tmp_path / "cifar"))
     with pytest.raises(vocab.ConfigError, match="is not set"):
         validate.check_root("imagenet", None)
+
+
+@pytest.mark.parametrize("key,text", [("datasets.digits.eval.eps", ".nan"), ("datasets.digits.eval.step_size", ".inf"),
+                                      ("datasets.digits.recipe_overrides.lr", ".inf"),
+                                      ("datasets.digits.width", "-.inf")])
+def test_non_finite_numbers_are_refused(tmp_path, key, text):
+    """Issue 20 F: NaN passes every minimum/maximum of a JSON schema; the config is refused with one line naming
+    the key, whether read by `validate.load` or by the workflow (`apply_schema`)."""
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    *parents, last = key.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = yaml.safe_load(text)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(vocab.ConfigError, match=rf"^config error: {key} = .* is not a finite number") as e:
+        validate.load(path, roots=False)
+    assert "\n" not in str(e.value)

@@ -14,8 +14,9 @@ import torch
 
 from advlayers.core.checkpoints import save_checkpoint
 from advlayers.io import (
-    atomic_write, file_digests, read_parquet_metadata, save_torch, sha256_file, stale_temporaries, state_digest,
-    write_json, write_parquet,
+    SELF_DIGEST, ArtifactError, atomic_write, check_sources, file_digests, read_json, read_parquet,
+    read_parquet_metadata, read_table, save_torch, sha256_file, stale_temporaries, state_digest, write_json,
+    write_parquet,
 )
 from advlayers.core.models import build_model
 
@@ -81,7 +82,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, error
 
     with pytest.raises(type(error)):
         atomic_write(path, broken)
-    assert json.loads(path.read_text()) == {"version": 1}
+    assert read_json(path)["version"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.json"]
     assert stale_temporaries(path) == []
     # a first write that fails leaves nothing at all
@@ -94,6 +95,18 @@ def test_atomic_write_creates_folders_and_returns_the_path(tmp_path):
     path = tmp_path / "a" / "b" / "c.txt"
     assert atomic_write(path, "hello") == path and path.read_text() == "hello"
     assert path.read_bytes() == b"hello"
+
+
+def test_the_next_write_removes_a_killed_writers_temporary(tmp_path):
+    """Issue 20 G: a SIGKILL between mkstemp and rename leaves a 0600 `.NAME.*.tmp`; the next write of NAME removes it
+    (and leaves other files' temporaries alone)."""
+    path = tmp_path / "fig.png"
+    left = tmp_path / ".fig.png.abc123.tmp"
+    other = tmp_path / ".other.png.abc123.tmp"
+    left.write_bytes(b"partial")
+    other.write_bytes(b"partial")
+    atomic_write(path, b"png")
+    assert path.read_bytes() == b"png" and not left.exists() and other.exists()
 
 
 def test_stale_temporaries_are_found(tmp_path):
@@ -113,7 +126,71 @@ def test_parquet_metadata_and_json_round_trip(tmp_path):
     write_parquet(tmp_path / "plain.parquet", df)
     assert read_parquet_metadata(tmp_path / "plain.parquet") == {}
     write_json(tmp_path / "r.json", {"path": tmp_path})  # non-JSON values as strings
-    assert json.loads((tmp_path / "r.json").read_text()) == {"path": str(tmp_path)}
+    assert {k: v for k, v in read_json(tmp_path / "r.json").items() if k != SELF_DIGEST} == {"path": str(tmp_path)}
+
+
+def _flip_number(path, old: bytes, new: bytes):
+    raw = path.read_bytes()
+    assert raw.count(old) >= 1
+    path.write_bytes(raw.replace(old, new, 1))
+
+
+def test_json_self_digest_catches_an_edit(tmp_path):
+    """Issue 20 A: an evaluation record edited (robust_acc 0.367 -> 0.967) is corrupt, not a different number."""
+    path = tmp_path / "e.json"
+    write_json(path, {"records": [{"robust_acc": 0.367, "clean_acc": float("nan")}]})
+    assert read_json(path)["records"][0]["robust_acc"] == 0.367
+    _flip_number(path, b"0.367", b"0.967")
+    with pytest.raises(ArtifactError, match=r"e.json is corrupt: its content does not match its recorded digest"):
+        read_json(path)
+    path.write_text(json.dumps({"records": []}))
+    with pytest.raises(ArtifactError, match="records no digest of its own content"):
+        read_json(path)
+    path.write_text("{not json")
+    with pytest.raises(ArtifactError, match="is corrupt: not readable JSON"):
+        read_json(path)
+
+
+@pytest.mark.parametrize("rows", [True, False])
+def test_parquet_self_digest_catches_a_flipped_value(tmp_path, rows):
+    """Issue 20 A: a flipped value in a parquet table (clean_acc 0.961 -> 0.992, a bool outcome) is caught; a
+    DataFrame and a list of rows round-trip to the same digest whatever their types."""
+    df = pd.DataFrame({"cell": ["m110000", "l0-7", None], "clean_acc": [0.961, 0.5, float("nan")],
+                       "n": [1, 2, 3], "correct": [True, False, True]})
+    df["cat"] = pd.Categorical(["a", "b", "a"])
+    df["modules"] = [[], ["m0"], ["m0", "m1"]]  # list<item> written, list<element> read back
+    path = tmp_path / "t.parquet"
+    as_rows = [{"cell": c, "clean_acc": a, "n": n, "correct": b} for c, a, n, b in
+               zip(["m110000", "l0-7", None], [0.961, 0.5, float("nan")], [1, 2, 3], [True, False, True])]
+    write_parquet(path, as_rows if rows else df, metadata={"inputs": {}})
+    assert read_parquet(path)["clean_acc"].iloc[0] == 0.961
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    values = table.column("clean_acc").to_pylist()
+    values[0] = 0.992
+    flipped = table.set_column(table.column_names.index("clean_acc"), "clean_acc",
+                               __import__("pyarrow").array(values))
+    pq.write_table(flipped.replace_schema_metadata(table.schema.metadata), path)  # digest kept, a value changed
+    with pytest.raises(ArtifactError, match="t.parquet is corrupt: its content does not match"):
+        read_parquet(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ArtifactError, match="t.parquet is corrupt: not readable parquet"):
+        read_parquet(path)
+
+
+def test_a_table_made_from_a_changed_file_is_stale(tmp_path):
+    """Issue 20 A/B: a consumer refuses a table whose recorded input is no longer the exact file it was made from."""
+    part = tmp_path / "part.json"
+    write_json(part, {"records": [1]})
+    table = tmp_path / "t.parquet"
+    write_parquet(table, [{"a": 1}], metadata={"inputs": file_digests({str(part): part})})
+    assert read_table(table)["a"].tolist() == [1]
+    write_json(part, {"records": [2]})
+    with pytest.raises(ArtifactError, match=rf"t.parquet is stale: its input {part} .* changed since"):
+        read_table(table)
+    with pytest.raises(ArtifactError, match="changed since"):
+        check_sources("x", file_digests({"p": part}) | {"q": {"path": str(part), "sha256": "0" * 64}})
 
 
 def test_file_digests(tmp_path):

@@ -20,6 +20,7 @@ from advlayers.grid import conf, layout, plan, vocabulary as vocab
 from advlayers.grid.vocabulary import Setting
 from advlayers.core.checkpoints import save_checkpoint
 from advlayers.core.models import build_model
+from advlayers.io import write_json
 from advlayers.tools.preflight import RULES, checklist, expected_outputs, pretrain_benchmark
 from advlayers.tools.verify import verify
 from helpers import REPO, copy_repo, dry_run, fake_paper_roots, snakemake
@@ -209,7 +210,7 @@ def test_verify_reads_batched_evaluations(cpu_run, tmp_path):
     data = json.loads(path.read_text())
     cell = next(r for r in data["records"] if r["cell"] != "pretrained")
     cell["checkpoint"] = cell["checkpoint"].replace("/cutoff0/", "/analysis0/")
-    path.write_text(json.dumps(data))
+    write_json(path, data)  # a valid file (its own digest recomputed) of another group's cell
     problems = [p for p in verify(copy) if p.path == records]
     assert [p.kind for p in problems] == ["swapped"], problems
 

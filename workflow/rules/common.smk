@@ -14,7 +14,7 @@ REPO = Path(workflow.basedir)
 SRC = REPO / "src"
 sys.path.insert(0, str(SRC))  # this checkout's library; the grid imports no torch (fast DAG building)
 
-from advlayers.grid import conf, layout, plan, validate  # noqa: E402
+from advlayers.grid import conf, layout, plan, rebuild, validate  # noqa: E402
 from advlayers.grid.vocabulary import MODULE_LAYERS, ConfigError, Setting  # noqa: E402
 from advlayers.tools.sizing import Runtimes  # noqa: E402  (torch-free: the cost model sizes the time limits)
 from advlayers.tools.sources import library_files  # noqa: E402
@@ -23,6 +23,9 @@ from advlayers.tools.sources import library_files  # noqa: E402
 # The schema first (types, unknown keys, enums, defaults), then names, cross-references and dataset folders,
 # all before any job runs.
 
+if os.path.exists(layout.RESULTS) and not os.path.isdir(layout.RESULTS):
+    raise WorkflowError(f"{os.path.abspath(layout.RESULTS)} is a file, not a folder: the workflow writes every artifact "
+                        "under results/ (move the file away)")
 
 
 # A missing dataset folder does not stop a dry run (users list and price the jobs before downloading ~150 GB);

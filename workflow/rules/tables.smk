@@ -2,8 +2,6 @@
 # which Snakemake deletes) reruns with them instead of keeping its old numbers: its rebuild marker is rewritten
 # while the DAG is built (advlayers.grid.rebuild explains how).
 
-from advlayers.grid import rebuild  # noqa: E402
-
 
 rule table:
     """One result table (docs/protocol.md "Tables"): gathered from the evaluations, or stacked from the per-net parts."""

@@ -37,6 +37,8 @@ rule retrain:
     input:
         data=lambda wc: layout.data_path(wc.dataset),
         pretrained=rules.pretrain.output.model,
+        # written while the DAG is built when the group folder lacks a cell's checkpoint (advlayers.grid.rebuild)
+        rebuild=lambda wc: rebuild.group_rebuild_marker(config, setting(wc), wc.group),
         library=library("retrain"),
     output:
         directory(layout.pattern("group")),
@@ -57,3 +59,4 @@ rule retrain:
         "../envs/advlayers.yaml"
     script:
         "../scripts/retrain.py"
+

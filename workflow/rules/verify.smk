@@ -10,6 +10,7 @@ rule verify:
         # the printed rebuild commands
         configfiles=[str(c) if os.path.relpath(c).startswith("..") else os.path.relpath(c)
                      for c in workflow.overwrite_configfiles],
+        cores=workflow.cores,
     log:
         layout.log_path("verify", "all"),
     benchmark:

@@ -6,8 +6,9 @@ log = setup(snakemake)  # noqa: F821 (injected by Snakemake)
 
 from advlayers.tools.verify import Verifier, report
 
-n, problems = Verifier(".").run()
-lines = report(n, problems, snakemake.params.configfiles)  # noqa: F821
+# the config makes verify list the artifacts it implies that are missing; the commands repeat the run's cores
+n, problems = Verifier(".", snakemake.config).run()  # noqa: F821
+lines = report(n, problems, snakemake.params.configfiles, snakemake.params.cores)  # noqa: F821
 for line in lines:
     log.info("%s", line)
 print("\n".join(lines), flush=True)

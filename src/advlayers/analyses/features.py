@@ -155,9 +155,22 @@ def save_activations(path, result: dict) -> None:
     for m, entry in result["modules"].items():
         for key in MODULE_KEYS:
             arrays[f"{m}/{key}"] = np.asarray(entry[key])
-    arrays["meta"] = np.array(json.dumps(result["meta"]))
+    meta = {k: v for k, v in result["meta"].items() if k != "self_sha256"}
+    arrays["meta"] = np.array(json.dumps({**meta, "self_sha256": _arrays_digest(arrays, meta)}))
     # uncompressed: activations barely compress and load much faster
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _arrays_digest(arrays: dict, meta: dict) -> str:
+    """sha256 of the arrays (names, dtypes, shapes, bytes) and the metadata of an activations file."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+    for key in sorted(k for k in arrays if k != "meta"):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def load_activations(path) -> dict:
@@ -169,7 +182,12 @@ def load_activations(path) -> dict:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} is an activations file of format {meta.get('format')!r}, not {FORMAT!r}; "
                              f"rerun the sample_features rule")
-        result = {key: data[key] for key in PER_IMAGE_KEYS}
+        arrays = {key: data[key] for key in data.files if key != "meta"}
+        recorded = meta.pop("self_sha256", None)
+        if recorded != _arrays_digest(arrays, meta):
+            raise ValueError(f"{path} is corrupt: its content does not match its recorded digest (or it records "
+                             "none: made by an older version); rerun the sample_features rule")
+        result = {key: arrays[key] for key in PER_IMAGE_KEYS}
         result["meta"] = meta
         result["modules"] = {}
         for m in meta["modules"]:

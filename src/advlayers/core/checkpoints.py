@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import save_torch, state_digest
+from ..io import ArtifactError, check_sources, save_torch, state_digest
 from .models import ModularNet, build_model
 
 FORMAT = "advlayers-checkpoint-v2"
@@ -54,6 +54,9 @@ def save_checkpoint(path, model: ModularNet, *, dataset: str, seed: int, epoch: 
 def read_checkpoint(path) -> dict:
     """The payload of an advlayers checkpoint, its weights' digest verified."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file (a retraining group's folder "
+                              "holds one <cell>.pt per cell: name one of them)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -91,9 +94,16 @@ def check_expected(path, payload: dict, expect: dict) -> None:
 
 
 def load_checkpoint(path, *, arch: str | None = None, dataset: str | None = None, num_classes: int | None = None,
-                    expect: dict | None = None, device="cpu") -> tuple[ModularNet, dict]:
-    """(model, payload). Expected `arch`/`dataset`/`num_classes` and `expect` fields must match the checkpoint."""
+                    expect: dict | None = None, device="cpu", sources: bool = False) -> tuple[ModularNet, dict]:
+    """(model, payload). Expected `arch`/`dataset`/`num_classes` and `expect` fields must match the checkpoint;
+    with `sources` (the workflow's jobs) every input it records must still be the exact file it was made from (a
+    stale checkpoint of the right identity, e.g. retrained from another pretrained net, is an error)."""
     payload = read_checkpoint(path)
+    if sources:
+        try:
+            check_sources(f"checkpoint {path}", payload.get("inputs") or {})
+        except ArtifactError as e:
+            raise CheckpointError(str(e)) from None
     check_expected(path, payload, {"arch": arch, "dataset": dataset, "num_classes": num_classes, **(expect or {})})
     model = build_model(payload["arch"], payload["num_classes"], payload["image_size"],
                         width=payload.get("width", 1.0))

@@ -9,7 +9,6 @@ touching the original download. The loaders are short sections in data-flow orde
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import shutil
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from .._torchvision import torchvision
 from ..grid.validate import LAYOUTS
 from ..grid.vocabulary import DATASETS
-from ..io import atomic_write
+from ..io import ArtifactError, atomic_write, read_json, state_digest, write_json
 from .splits import FOLDER_IMAGE_SIZE, AugmentSpec, FolderSplit, TensorSplit
 
 FORMAT = "advlayers-dataset-v1"
@@ -114,9 +113,38 @@ def _existing_root(name: str, root, download: bool) -> Path:
     return path
 
 
+# What the official CIFAR-10 python batches (and copies re-pickled by Python 3 / numpy 2) need to rebuild:
+# numpy arrays and their dtypes (protocol 5: `_frombuffer`); `_codecs.encode` is how protocol-2 pickles from
+# Python 3 spell bytes.
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 batch holds (dicts, lists, bytes, str, numbers, numpy arrays): any other
+    global (a function to call, a class to build) is refused before it is looked up, so nothing runs."""
+
+    def find_class(self, module, name):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 batch never holds")
+
+
 def _read_pickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")  # the official batches are Python 2 pickles
+    """One CIFAR-10 python batch through `_BatchUnpickler` (a crafted file cannot execute code); one-line
+    ValueError naming the file if it is not a batch."""
+    try:
+        with open(path, "rb") as f:
+            entry = _BatchUnpickler(f, encoding="latin1").load()  # the official batches are Python 2 pickles
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"dataset 'cifar10': {path} is not a CIFAR-10 python batch ({reason}); "
+                         f"expected {_LAYOUTS['cifar10']}") from None
+    arrays = [v for v in entry.values() if isinstance(v, np.ndarray)] if isinstance(entry, dict) else []
+    if not isinstance(entry, dict) or any(a.dtype == object for a in arrays):
+        raise ValueError(f"dataset 'cifar10': {path} is not a CIFAR-10 python batch (it does not hold a dict of "
+                         f"plain data and numeric arrays); expected {_LAYOUTS['cifar10']}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
@@ -271,12 +299,13 @@ def prepare_dataset(name: str, root, out_path, *, download: bool = False) -> dic
         manifest = {"format": FORMAT, **_summary(ds), "root": str(folder),
                     "train_files_digest": _files_digest(ds.train, folder),
                     "test_files_digest": _files_digest(ds.test, folder)}
-        atomic_write(out, json.dumps(manifest, indent=1))
+        write_json(out, manifest)  # with its self-digest
     else:
         ds = load_dataset(name, root, download=download)
         payload = {"format": FORMAT, "name": name, "classes": ds.info.classes, "image_size": ds.info.image_size,
                    "augment": asdict(ds.info.augment), "x_train": ds.train.x, "y_train": ds.train.y,
                    "x_test": ds.test.x, "y_test": ds.test.y}
+        payload["digest"] = state_digest(payload)  # its own content, checked by load_prepared
         atomic_write(out, lambda f: torch.save(payload, f))
     return _summary(ds)
 
@@ -287,9 +316,12 @@ def load_prepared(path) -> Dataset:
     if zipfile.is_zipfile(path):  # torch.save's format
         data = torch.load(path, weights_only=True)
         _check_format(path, data)
+        if data.get("digest") != state_digest({k: v for k, v in data.items() if k != "digest"}):
+            raise ArtifactError(f"{path} is corrupt: its content does not match its recorded digest (or it records "
+                                "none: made by an older version); rebuild it")
         return _make_tensor_dataset(data["name"], data["classes"], data["x_train"], data["y_train"],
                                     data["x_test"], data["y_test"], AugmentSpec(**data["augment"]))
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path)
     _check_format(path, manifest)
     folder = Path(manifest["root"])
     ds = _folder_dataset(manifest["name"], _check_splits(manifest["name"], folder), manifest["image_size"])

@@ -57,6 +57,7 @@ PATTERNS = {
     "cutoff_claims": "results/claims/cutoff_{dataset}.md",
     "state": f"results/.state/{_NET}",
     "rebuild_marker": "results/.rebuild/{table}.txt",
+    "group_rebuild_marker": f"results/.rebuild/checkpoints/{_NET}/{{pretraining}}_then_{{retraining}}/{{group}}.txt",
     "preflight": "results/preflight.md",
     "throughput": "results/throughput.yaml",
 }
@@ -146,6 +147,11 @@ def initial_path(s: Setting) -> str:
 def group_dir(s: Setting, group: str) -> str:
     """The folder of one retraining job's cells (the job's output)."""
     return path("group", **_net(s), retraining=s.retraining, group=group)
+
+
+def group_rebuild_marker(s: Setting, group: str) -> str:
+    """The retraining job's rebuild marker (`grid.rebuild`): rewritten when its folder lacks a cell."""
+    return path("group_rebuild_marker", **_net(s), retraining=s.retraining, group=group)
 
 
 def cell_path(s: Setting, group: str, cell: str) -> str:

@@ -52,16 +52,32 @@ def missing_inputs(config: dict, table: str, root: str | os.PathLike = ".") -> l
 def table_rebuild_marker(config: dict, table: str, root: str | os.PathLike = ".") -> str:
     """The table's rebuild marker (relative to `root`, the working directory). Rewritten (once per process)
     when the table exists while one of its parts or what they are made from is missing; otherwise untouched."""
-    from ..io import atomic_write
-
     root = Path(root)
     marker = layout.path("rebuild_marker", table=table)
-    key = (str(root.resolve()), table)
-    if key in _requested or not (root / layout.table_path(table)).exists():
-        return marker
-    missing = missing_inputs(config, table, root)
+    if (str(root.resolve()), marker) not in _requested and (root / layout.table_path(table)).exists():
+        _request(root, marker, missing_inputs(config, table, root))
+    return marker
+
+
+def group_rebuild_marker(config: dict, setting, group: str, root: str | os.PathLike = ".") -> list[str]:
+    """A retraining job's rebuild marker, as its input list: written (once per process) when its group folder
+    exists but lacks the checkpoint of one of its cells (deleted by hand: Snakemake dates the folder, not its
+    files), so that the job runs again and with it everything made from the folder. No rule makes it: it is an
+    input only once it exists ([] before: a fresh run has no marker job per group), and then keeps its date."""
+    root = Path(root)
+    marker = layout.group_rebuild_marker(setting, group)
+    if (str(root.resolve()), marker) not in _requested and (root / layout.group_dir(setting, group)).is_dir():
+        _request(root, marker, [layout.cell_path(setting, group, c) for c in plan.group_cells(config, setting, group)
+                                if not (root / layout.cell_path(setting, group, c)).is_file()])
+    return [marker] if (root / marker).is_file() else []
+
+
+def _request(root: Path, marker: str, missing: list[str]) -> None:
+    """Rewrite `marker` (new contents, a newer date) when something is `missing`."""
+    from ..io import atomic_write
+
     if missing:
-        _requested.add(key)
+        _requested.add((str(root.resolve()), marker))
         try:
             atomic_write(root / marker, f"rebuild requested at {time.time_ns()}: {len(missing)} input(s) missing\n"
                          + "".join(f"{p}\n" for p in missing))
@@ -72,4 +88,3 @@ def table_rebuild_marker(config: dict, table: str, root: str | os.PathLike = "."
             except ImportError:
                 raise OSError(message) from None
             raise WorkflowError(message) from None
-    return marker

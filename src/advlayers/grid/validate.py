@@ -36,12 +36,30 @@ def apply_schema(config: dict) -> dict:
                     instance[key] = sub["default"]
         yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, node)
 
+    for where, value in _non_finite(config):
+        raise ConfigError(f"config error: {where} = {value!r} is not a finite number; every number of the config "
+                          "must be finite (no .nan, .inf)")
     validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": fill})(conf.schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = ".".join(map(str, error.absolute_path)) or "the config"
-        raise ConfigError(f"config error: {where}: {error.message}")
+        raise ConfigError(f"config error: {where}: {' '.join(error.message.split())}")  # one line
     return config
+
+
+def _non_finite(node, where=""):
+    """(key path, value) of every NaN or infinite float in a config (JSON schema's `number` admits them, and NaN
+    passes every `minimum`/`maximum`)."""
+    import math
+
+    if isinstance(node, float) and not math.isfinite(node):
+        yield where or "the config", node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _non_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _non_finite(value, f"{where}.{i}")
 
 
 def load(path, *, roots: bool = True) -> dict:

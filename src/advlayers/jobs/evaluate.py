@@ -37,7 +37,7 @@ def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, settin
     records, outcomes = [], []
     data_digest = sha256_file(data_path)
     for cell, path in checkpoints.items():
-        model, payload = load_checkpoint(path, device=device, expect={**setting.identity(), "cell": cell})
+        model, payload = load_checkpoint(path, device=device, expect={**setting.identity(), "cell": cell}, sources=True)
         meta = payload["meta"]
         if payload["inputs"].get("data", {}).get("sha256") not in (None, data_digest):
             raise ValueError(f"checkpoint {path} was trained on another version of {data_path} (its recorded sha256 "

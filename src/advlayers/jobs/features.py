@@ -32,7 +32,8 @@ def sample(*, data: str, pretrained: str, setting: Setting, features: dict, eval
         raise ValueError("feature sampling attacks with PGD; the features' eval config names "
                          f"{eval_settings['attack']!r}")
     features = conf.with_defaults(features, "analyses", "features")
-    model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED})
+    model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED},
+                                     sources=True)
     # the evaluation subset seed (not the training seed): every net of the grid is sampled on the same images
     result = sample_activations(model, load_prepared(data).test, modules=tuple(features["modules"]),
                                 n_images=features["n_images"], vectors_per_image=features["vectors_per_image"],

@@ -46,8 +46,9 @@ def reinit_rows(model, initial_state: dict, data, *, eval_settings: dict, bn_pol
 def run(*, data: str, pretrained: str, initial: str, setting: Setting, eval_settings: dict, bn_policies, device: str,
         out: str) -> None:
     """The job: Fig. 7's rows of one pretrained net, written to `out` with the digests of its inputs."""
-    model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED})
-    start, _ = load_checkpoint(initial, device=device, expect={**setting.identity(), "cell": "initial"})
+    model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED},
+                                     sources=True)
+    start, _ = load_checkpoint(initial, device=device, expect={**setting.identity(), "cell": "initial"}, sources=True)
     # Redraws come from a stream other than the pretraining seed's (which would be a rewind).
     rows = reinit_rows(model, start.state_dict(), load_prepared(data), eval_settings=eval_settings,
                        bn_policies=bn_policies, redraw_seed=REDRAW_SEED_OFFSET + setting.seed, device=device,

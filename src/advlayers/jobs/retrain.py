@@ -49,7 +49,7 @@ def run(*, data: str, pretrained: str, setting: Setting, group: str, cells: list
     """The job: every cell of `group` into `out_dir` (the group's folder), then the resume states removed."""
     dataset = load_prepared(data)
     net, _ = load_checkpoint(pretrained, device=device,
-                             expect={**setting.identity(), "cell": PRETRAINED, "width": width})
+                             expect={**setting.identity(), "cell": PRETRAINED, "width": width}, sources=True)
     for cell in cells:
         retrain_cell(net, dataset, cell, setting=setting, recipe=recipe, device=device,
                      state_path=layout.retrain_state(setting, cell), out=Path(out_dir) / f"{cell}.pt",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import read_table
 from .claim_checks import (
     Outcomes,
     _cutoff_claims,
@@ -45,7 +46,7 @@ def check_claims(tables: dict, rules: str = "v2") -> pd.DataFrame:
     Outcomes that mix image parts (tuning, confirmation) are refused before any compute."""
     if rules not in RULES:
         raise ValueError(f"claims rules {rules!r}: choose one of {', '.join(RULES)}")
-    frames = {k: (v if isinstance(v, pd.DataFrame) else pd.read_parquet(v)) for k, v in tables.items()}
+    frames = {k: (v if isinstance(v, pd.DataFrame) else read_table(v)) for k, v in tables.items()}
     parts = {name: image_part(frames[name]) for name in ("outcomes", "reinit", "feature_divergence") if name in frames}
     table = _check_v1(frames) if rules == "v1" else _check_v2(frames)
     order = {c.id: i for i, c in enumerate([*CLAIMS, *CONTROLS.values()])}

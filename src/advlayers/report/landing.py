@@ -21,7 +21,7 @@ VERDICT_COLOURS = {"holds": "#cfe8cf", "fails": "#f4c7c3", "inconclusive": "#fce
                    "confounded": "#e3d4f0", "not testable": "#e8e8e8"}
 # claims rules v2 record these per row (docs/claims-v2.md "the record in the output")
 V2_COLUMNS = (("control", "control"), ("control_value", "control value"), ("verdict_unadjusted", "own verdict"),
-              ("p_value", "p"), ("holds_familywise", "holds family-wise (Holm)"), ("image_part", "images"),
+              ("p_value", "p"), ("holds_familywise", "holds familywise (Holm)"), ("image_part", "images"),
               ("seeds", "seeds"))
 # the paper figure a claim is tested on (its `figure` column starts with it) -> the figure and table of the run
 SOURCES = {"Fig. 5": "layer_cutoff", "Fig. 6": "module_subsets", "Fig. 7": "reinit", "Fig. 8": "feature_divergence"}

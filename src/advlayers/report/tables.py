@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from ..grid import layout
-from ..io import atomic_write, file_digests, write_parquet
+from ..io import atomic_write, file_digests, read_json, read_parquet, read_table, write_parquet
 
 ID_COLUMNS = ("dataset", "arch", "width", "seed", "pretraining", "retraining", "cell", "retrained_modules")
 EVAL_COLUMNS = ("attack", "eps", "step_size", "steps", "restarts", "n_eval", "eval_seed", "clean_acc",
@@ -54,9 +54,8 @@ class TableError(ValueError):
 
 def read_records(path: str | os.PathLike) -> list[dict]:
     """The records of one evaluation file (`workflow/scripts/evaluate.py` writes {"records": [...], ...})."""
-    with open(path) as f:
-        data = json.load(f)
-    records = data["records"] if isinstance(data, dict) else data
+    data = read_json(path)  # its self-digest checked: an edited or damaged record is an error
+    records = data["records"]
     for r in records:
         missing = [c for c in (*ID_COLUMNS, "clean_acc", "robust_acc") if c not in r]
         if missing:
@@ -123,7 +122,7 @@ def coordinate_table(name: str, paths, coordinates: list[dict]) -> pd.DataFrame:
 
 def outcomes_table(paths) -> pd.DataFrame:
     """Per-sample outcomes of every evaluation (the `.outcomes.parquet` beside each record file)."""
-    parts = [pd.read_parquet(p) for p in paths]
+    parts = [read_parquet(p) for p in paths]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return unique(table, ["dataset", "arch", "seed", "pretraining", "cell", "attack", "test_index"], "outcomes")
 
@@ -136,7 +135,7 @@ STACKED_KEYS = {
 
 def stacked_table(name: str, paths) -> pd.DataFrame:
     """reinit / feature_divergence: the per-net parquet files stacked, keys unique."""
-    table = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    table = pd.concat([read_table(p) for p in paths], ignore_index=True)
     return unique(_typed(table), STACKED_KEYS[name], f"table {name}").reset_index(drop=True)
 
 

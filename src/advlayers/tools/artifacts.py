@@ -41,13 +41,14 @@ class Checked:
 SNAKEMAKE = ("snakemake", "--cores", "all", "all_figures")
 
 
-def rebuild_command(targets, configfiles=()) -> str:
-    """`snakemake --cores all all_figures [--configfile F ...] --forcerun TARGET ...`: rebuilds the targets and
-    everything made from them."""
+def rebuild_command(targets, configfiles=(), cores="all") -> str:
+    """`snakemake --cores CORES all_figures [--configfile F ...] --forcerun TARGET ...`: rebuilds the targets and
+    everything made from them (the run's config files and cores)."""
     import shlex
 
     extra = [a for c in configfiles for a in ("--configfile", c)]
-    return shlex.join([*SNAKEMAKE, *extra, "--forcerun", *sorted(dict.fromkeys(targets))])
+    return shlex.join(["snakemake", "--cores", str(cores), "all_figures", *extra, "--forcerun",
+                       *sorted(dict.fromkeys(targets))])
 
 
 def rebuild_target(rel: str) -> str:
@@ -136,7 +137,9 @@ def _relative(root: Path, path: str) -> str:
 
 
 def check_evaluation(root: Path, rel: str, f: dict) -> Checked:
-    data = json.loads((root / rel).read_text())
+    from ..io import read_json
+
+    data = read_json(root / rel)  # its self-digest: an edited record is corrupt
     for r in data["records"]:
         found = {k: r.get(k) for k in ("dataset", "arch", "seed", "pretraining")}
         bad = swapped(rel, _identity(f), found)
@@ -149,9 +152,12 @@ def check_evaluation(root: Path, rel: str, f: dict) -> Checked:
 
 
 def check_outcomes(root: Path, rel: str, f: dict) -> Checked:
-    import pyarrow.parquet as pq
+    from ..io import read_parquet
 
-    table = pq.read_table(root / rel).to_pandas()
+    table = read_parquet(root / rel)
+    swap = columns_swapped(rel, table, _identity(f))
+    if swap:  # another net's outcomes: say so rather than that they do not match the records
+        return Checked(swap)
     records_path = layout.path("evaluation", **_identity(f), unit=f["unit"])
     if (root / records_path).is_file():
         try:
@@ -176,20 +182,16 @@ def check_activations(root: Path, rel: str, f: dict) -> Checked:
 
 def check_net_parquet(root: Path, rel: str, f: dict) -> Checked:
     """A per-net parquet file (Fig. 7 rows, an embedding, divergence statistics)."""
-    import pyarrow.parquet as pq
+    from ..io import read_parquet, read_parquet_metadata
 
-    from ..io import read_parquet_metadata
-
-    table = pq.read_table(root / rel).to_pandas()
+    table = read_parquet(root / rel)
     return Checked(columns_swapped(rel, table, _identity(f)), read_parquet_metadata(root / rel).get("inputs") or {})
 
 
 def check_table(root: Path, rel: str, f: dict) -> Checked:
-    import pyarrow.parquet as pq
+    from ..io import read_parquet_arrow, read_parquet_metadata
 
-    from ..io import read_parquet_metadata
-
-    pq.read_table(root / rel)
+    read_parquet_arrow(root / rel)
     return Checked(None, read_parquet_metadata(root / rel).get("inputs") or {})
 
 
@@ -203,7 +205,12 @@ CHECKS = {"data": check_data, "pretrained": check_pretrained, "initial": check_i
 
 def check(root: Path, rel: str, kind: str, fields: dict) -> Checked:
     """The check of one artifact; anything unreadable is corrupt, whatever the reader raised."""
+    from ..io import ArtifactError
+
     try:
         return CHECKS[kind](root, rel, fields)
+    except ArtifactError as e:  # its own digest: the message names what is wrong
+        return problem(rel, "corrupt", one_line(e).replace(f"{root / rel} is corrupt: ", "", 1)
+                       .replace(f"{root / rel} ", "", 1))
     except Exception as e:
         return problem(rel, "corrupt", f"unreadable ({type(e).__name__}: {one_line(e)})")

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="radius in [0,1] pixel units: L-inf e.g. 8/255, L2 e.g. 0.5")
     p.add_argument("--norm", choices=NORMS, default="Linf",
                    help="threat model (Linf); L2 with --autoattack or --apgd")
-    p.add_argument("--steps", type=_non_negative_int, default=200, metavar="K", help="attack steps (200)")
+    # at least 1: with 0 steps the "robust accuracy" is the accuracy on randomly perturbed images, not an attack's
+    p.add_argument("--steps", type=_positive_int, default=200, metavar="K", help="attack steps (200; at least 1)")
     p.add_argument("--step-size", type=fraction, metavar="S", help="PGD step (default: eps/4)")
     p.add_argument("--restarts", type=_positive_int, default=1, metavar="R", help="restarts (1)")
     p.add_argument("--n", type=_positive_int, default=1000, help="test images, a seeded subset (1000)")
@@ -155,6 +156,9 @@ def run(args) -> int:
         if payload[key] != getattr(dataset.info, key):
             raise ValueError(f"checkpoint {args.checkpoint} has {payload[key]} {what}, dataset "
                              f"{dataset.info.name} has {getattr(dataset.info, key)}")
+    if payload["dataset"] != dataset.info.name:  # allowed (transfer), but never unnoticed
+        print(f"advlayers: warning: {args.checkpoint} was trained on {payload['dataset']}, evaluated on "
+              f"{dataset.info.name}", file=sys.stderr)
     if args.autoattack or args.apgd:
         print(f"{spec.name} on {args.n} test images: progress per attack and batch follows", file=sys.stderr,
               flush=True)

@@ -42,16 +42,55 @@ CHECKED_KINDS = ("data", "pretrained", "initial", "cell", "evaluation", "outcome
                  "embedding", "divergence", "claims_table", "table")
 
 
-def problem_line(p: Problem, configfiles=()) -> str:
+def problem_line(p: Problem, configfiles=(), cores="all") -> str:
     """'PATH: KIND: DETAIL; rebuild: COMMAND' (what `advlayers verify` prints)."""
-    return f"{p.path}: {p.kind}: {p.detail}; rebuild: {rebuild_command([p.target], configfiles)}"
+    return f"{p.path}: {p.kind}: {p.detail}; rebuild: {rebuild_command([p.target], configfiles, cores)}"
+
+
+def load_configs(paths, root: Path) -> dict | None:
+    """The run's config as Snakemake merges its `--configfile`s (later files override keys of earlier ones), the
+    schema's defaults filled in; None when none is named (then no artifact is known to be missing)."""
+    import yaml
+
+    from ..grid import validate
+
+    def merge(base: dict, over: dict) -> dict:
+        for k, v in over.items():
+            base[k] = merge(dict(base[k]), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return base
+
+    if not paths:
+        return None
+    paths = [root / p if not Path(p).is_absolute() else Path(p) for p in paths]
+    if not all(p.is_file() for p in paths):
+        raise validate.ConfigError(f"config file {next(p for p in paths if not p.is_file())} does not exist")
+    config: dict = {}
+    for p in paths:
+        config = merge(config, yaml.safe_load(p.read_text()) or {})
+    validate.apply_schema(config)
+    validate.check(config)
+    return config
+
+
+def expected_artifacts(config: dict) -> list[str]:
+    """Every file the config's `all_figures` makes (`tools.preflight.expected_outputs`: checkpoints, evaluations,
+    per-net parts, tables, figures, claims; and what the figures are drawn from: the per-dataset tables), rebuild
+    markers left out."""
+    from ..grid import plan
+    from .preflight import expected_outputs
+
+    found = {p for rule, files in expected_outputs(config).items() if not rule.endswith("rebuild_marker")
+             for p in files}
+    return sorted(found | {p for stem in plan.figures(config) for p in plan.figure_inputs(config, stem)})
 
 
 class Verifier:
-    """One verification run of the artifacts under ROOT/results (`run`); hashes each file at most once."""
+    """One verification run of the artifacts under ROOT/results (`run`); hashes each file at most once. With the
+    run's `config`, every artifact it implies that does not exist is a problem too (missing)."""
 
-    def __init__(self, root: str | Path = "."):
+    def __init__(self, root: str | Path = ".", config: dict | None = None):
         self.root = Path(root)
+        self.config = config
         self._sha: dict[Path, str | None] = {}
 
     def rel(self, path: str | Path) -> str:
@@ -119,9 +158,12 @@ class Verifier:
                 stale = self._input_problems(rel, c.inputs, own, missing, changed_data)
                 if stale:
                     problems[rel] = stale
+        for source in expected_artifacts(self.config) if self.config else []:
+            if not (self.root / source).exists():
+                missing.setdefault(source, [])
         for source, users in missing.items():
-            problems.setdefault(source, Problem(source, "missing", f"{len(users)} artifact(s) were made from it, "
-                                                f"e.g. {users[0]}", rebuild_target(source)))
+            made = f"{len(users)} artifact(s) were made from it, e.g. {users[0]}" if users else "the config implies it"
+            problems.setdefault(source, Problem(source, "missing", made, rebuild_target(source)))
         for source, users in changed_data.items():
             problems.setdefault(source, Problem(source, "stale", f"differs from the version {len(users)} artifact(s) "
                                                 f"were made from, e.g. {users[0]} (the data cannot check its own "
@@ -135,13 +177,13 @@ def verify(root: str | Path = ".") -> list[Problem]:
     return Verifier(root).run()[1]
 
 
-def report(n: int, problems: list[Problem], configfiles=()) -> list[str]:
+def report(n: int, problems: list[Problem], configfiles=(), cores="all") -> list[str]:
     """The lines `main` prints."""
     if not problems:
         return [f"verified {n} artifacts: all consistent"]
-    lines = [problem_line(p, configfiles) for p in problems]
+    lines = [problem_line(p, configfiles, cores) for p in problems]
     lines.append(f"verified {n} artifacts: {len(problems)} problem(s); to rebuild them all and everything made from "
-                 f"them: {rebuild_command([p.target for p in problems], configfiles)}")
+                 f"them: {rebuild_command([p.target for p in problems], configfiles, cores)}")
     return lines
 
 
@@ -153,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default=".", metavar="DIR", help="the workflow's working directory (.)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--configfile", action="append", default=[], metavar="FILE",
-                        help="config file(s) the run used, repeated in the printed commands")
+                        help="config file(s) the run used: the artifacts they imply that are missing are listed too, "
+                        "and the printed commands repeat them (`snakemake verify` passes the run's)")
+    parser.add_argument("--cores", default="all", help="cores of the printed commands (all)")
     return parser
 
 
@@ -164,15 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advlayers: error: {root / 'results'} does not exist: nothing to verify (--root is the folder "
               "the workflow ran in)", file=sys.stderr)
         return 2
-    n, problems = Verifier(root).run()
+    from ..grid.vocabulary import ConfigError
+
+    try:
+        config = load_configs(args.configfile, root)
+    except (ConfigError, OSError, ValueError) as e:
+        print(f"advlayers: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    n, problems = Verifier(root, config).run()
     if args.json:
         print(json.dumps({"artifacts": n, "consistent": not problems,
-                          "problems": [{**asdict(p), "command": rebuild_command([p.target], args.configfile)}
+                          "problems": [{**asdict(p), "command": rebuild_command([p.target], args.configfile, args.cores)}
                                        for p in problems],
-                          "command": rebuild_command([p.target for p in problems], args.configfile)
+                          "command": rebuild_command([p.target for p in problems], args.configfile, args.cores)
                           if problems else None}, indent=1))
     else:
-        print("\n".join(report(n, problems, args.configfile)))
+        print("\n".join(report(n, problems, args.configfile, args.cores)))
     return 1 if problems else 0
 
 
