@@ -149,12 +149,41 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+SPEED_CONFIGS = {"batch 64": {"batch_size": 64}, "batch 64, channels_last": {"batch_size": 64, "channels_last": True},
+                 "batch 128": {"batch_size": 128}, "batch 128, channels_last": {"batch_size": 128, "channels_last": True}}
+
+
+def speed(data, repeats: int = 3, images: int = 1280) -> dict:
+    """Microseconds per training sample of adversarial retraining of m111111 (one epoch on `images` training
+    images, fp32) in each of SPEED_CONFIGS, interleaved `repeats` times (A B C D A B C D ...), median of each:
+    ratios measured side by side survive a loaded machine better than absolute times."""
+    import copy
+
+    from advlayers.core.models import build_model
+    from advlayers.core.recipes import get_recipe
+    from advlayers.core.training import cell_units, retrain
+
+    net = build_model("resnet18", data.info.num_classes, data.info.image_size, seed=0, width=0.25)
+    times = {name: [] for name in SPEED_CONFIGS}
+    for _ in range(repeats):
+        for name, overrides in SPEED_CONFIGS.items():
+            recipe = get_recipe("mnist5k-demo", epochs=1, precision="fp32", train_subset=images, **overrides)
+            model = copy.deepcopy(net)
+            t0 = time.perf_counter()
+            retrain(model, data, recipe, units=cell_units(model, "m111111"), mode="adversarial", seed=0,
+                    progress=False)
+            times[name].append(1e6 * (time.perf_counter() - t0) / (images // recipe.batch_size * recipe.batch_size))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--setting", action="append", default=[], help="retraining overrides, e.g. epochs=3,lr=0.008")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table", action="store_true", help="print the table of what was measured, and stop")
+    p.add_argument("--speed", action="store_true", help="time adversarial retraining per sample (batch 64/128, "
+                   "channels_last or not, fp32), interleaved, and stop")
     args = p.parse_args(argv)
     if args.table:
         print(table(done()))
@@ -165,6 +194,12 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     data = load_dataset("mnist5k")
+    if args.speed:
+        result = speed(data)
+        base = result["batch 64"]
+        for name, us in result.items():
+            print(f"| {name} | {us:.0f} | {base / us:.2f}x |")
+        return
     settings = [parse_setting(s) for s in args.setting] or [{"epochs": 2}]
     for seed in args.seeds:
         found = done()

@@ -235,3 +235,18 @@ def test_missing_dataset_root_is_named(tmp_path):
         validate.check_root("cifar10", str(tmp_path / "cifar"))
     with pytest.raises(vocab.ConfigError, match="is not set"):
         validate.check_root("imagenet", None)
+
+
+def test_eps_ablation_is_the_demo_at_another_eps():
+    """config/ablation_eps.yaml: a valid config equal to the demo except the attack radius (training and
+    evaluation, steps scaled with it), so that a user's run of it and of the demo differ only in eps."""
+    ablation = yaml.safe_load((REPO / "config" / "ablation_eps.yaml").read_text())
+    validate.check(validate.apply_schema(copy.deepcopy(ablation)))
+    demo = copy.deepcopy(DEMO)
+    mine, theirs = ablation["datasets"]["mnist5k"], demo["datasets"]["mnist5k"]
+    assert mine["recipe_overrides"].pop("eps") == 0.1 and mine["recipe_overrides"].pop("step_size") == 0.125
+    assert mine["eval"]["eps"] == 0.1 and mine["eval"]["step_size"] == 0.1 / 4
+    assert theirs["eval"]["eps"] == 0.15
+    for d in (mine["eval"], theirs["eval"]):
+        d.pop("eps"), d.pop("step_size")
+    assert ablation == demo
