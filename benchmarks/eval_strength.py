@@ -92,9 +92,13 @@ def measure(args) -> list[dict]:
         if args.seeds is not None and setting.seed not in args.seeds:
             continue
         settings = {**conf.eval_settings(config, setting.dataset), "images": args.images}
+        settings.update({k: v for k, v in (("steps", args.pgd_steps), ("restarts", args.pgd_restarts),
+                                           ("step_size", args.pgd_step_size)) if v is not None})
         data = load_prepared(Path(args.workdir) / layout.data_path(setting.dataset))
         split = eval_images(data, settings).subset(settings["n"], seed=settings["seed"])
         attacks = _attacks(settings, args.apgd_steps)
+        if not hasattr(data.test, "x"):
+            raise SystemExit(f"{setting.dataset}: eval_strength reads in-memory test splits only")
         for cell in (c for c in KEY_CELLS if c == "pretrained" or c in cells):
             path = Path(args.workdir) / plan.net_path(config, setting, cell)
             model, _ = load_checkpoint(path, expect={**setting.identity(), "cell": cell})
@@ -142,6 +146,9 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=str(HERE.parent), help="the folder the workflow ran in (holds results/)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--apgd-steps", type=int, default=100)
+    p.add_argument("--pgd-steps", type=int, default=None, help="instead of the config's eval.steps (a candidate)")
+    p.add_argument("--pgd-restarts", type=int, default=None, help="instead of the config's eval.restarts")
+    p.add_argument("--pgd-step-size", type=float, default=None, help="instead of the config's eval.step_size")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="raw rows (default benchmarks/_work/eval_strength_<images>.json)")
     p.add_argument("--markdown", action="store_true", help="print the markdown table")
