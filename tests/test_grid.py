@@ -4,6 +4,7 @@ job."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 
 from advlayers.tools import cost, sizing
 from advlayers.grid import conf, layout, plan, validate, vocabulary as vocab
+from advlayers.report import tables
 from advlayers.core.models import build_model, layers
 from advlayers.core.recipes import PRESETS, Recipe
 
@@ -123,7 +125,29 @@ def test_grouped_evaluation_is_one_job_per_kind_of_group():
     with pytest.raises(vocab.ConfigError, match="cutoff_nets"):
         plan.evaluation_cells(DEMO, s, "pretrained")
     n_cells = sum(len(c) for c in plan.cells(DEMO).values())
-    assert plan.job_counts(DEMO)["evaluate"] == 3 and plan.job_counts(single)["evaluate"] == 2 + n_cells
+    n_seeds = len(DEMO["seeds"])
+    assert plan.job_counts(DEMO)["evaluate"] == 3 * n_seeds
+    assert plan.job_counts(single)["evaluate"] == 2 * n_seeds + n_cells
+
+
+def test_demo_runs_three_seeds_and_every_table_reads_each():
+    """The default demo trains seeds 0, 1, 2 (docs/claims-v2.md); every net, every evaluation, reinit and
+    features job exists per seed, and each table reads the parts of every seed (rows keyed by seed)."""
+    assert DEMO["seeds"] == [0, 1, 2]
+    config = validate.apply_schema(copy.deepcopy(DEMO))
+    settings = plan.cells(config)
+    assert sorted({s.seed for s in settings}) == [0, 1, 2]
+    for seed in (0, 1, 2):
+        mine = {s: c for s, c in settings.items() if s.seed == seed}
+        assert sorted(c for cells in mine.values() for c in cells) == sorted(
+            c for s, cells in settings.items() if s.seed == 0 for c in cells)
+    for table in ("cutoff", "layer_cutoff", "module_subsets", "reinit", "feature_divergence", "outcomes"):
+        seeds = {str(layout.parse(p)[1]["seed"]) for p in plan.table_inputs(config, table)}
+        assert seeds == {"0", "1", "2"}, table
+    counts = plan.job_counts(config)
+    assert counts["pretrain"] == 6 and counts["reinit"] == 6 and counts["sample_features"] == 6
+    assert tables.EVALUATION_KEY[:3] == ("dataset", "arch", "seed")
+    assert "seed" in tables.STACKED_KEYS["reinit"] and "seed" in tables.STACKED_KEYS["feature_divergence"]
 
 
 def test_layout_parses_every_path_it_builds():
@@ -242,3 +266,18 @@ def test_non_finite_numbers_are_refused(tmp_path, key, text):
     with pytest.raises(vocab.ConfigError, match=rf"^config error: {key} = .* is not a finite number") as e:
         validate.load(path, roots=False)
     assert "\n" not in str(e.value)
+
+
+def test_eps_ablation_is_the_demo_at_another_eps():
+    """config/ablation_eps.yaml: a valid config equal to the demo except the attack radius (training and
+    evaluation, steps scaled with it), so that a user's run of it and of the demo differ only in eps."""
+    ablation = yaml.safe_load((REPO / "config" / "ablation_eps.yaml").read_text())
+    validate.check(validate.apply_schema(copy.deepcopy(ablation)))
+    demo = copy.deepcopy(DEMO)
+    mine, theirs = ablation["datasets"]["mnist5k"], demo["datasets"]["mnist5k"]
+    assert mine["recipe_overrides"].pop("eps") == 0.1 and mine["recipe_overrides"].pop("step_size") == 0.125
+    assert mine["eval"]["eps"] == 0.1 and mine["eval"]["step_size"] == 0.1 / 4
+    assert theirs["eval"]["eps"] == 0.15
+    for d in (mine["eval"], theirs["eval"]):
+        d.pop("eps"), d.pop("step_size")
+    assert ablation == demo

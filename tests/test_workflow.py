@@ -154,6 +154,13 @@ def test_end_to_end_tables_figures_and_claims(tiny_run):
     assert (table["precision"] == "fp32").all() and table["recipe_digest"].str.len().eq(12).all()
     outcomes = pd.read_parquet(tiny_run / "results" / "tables" / "outcomes.parquet")
     assert len(outcomes) == 6 * 64 and outcomes.groupby(["pretraining", "cell"]).size().eq(64).all()
+    # the default image part: confirmation images only, never the tuning part (docs/claims-v2.md)
+    from advlayers.core.datasets import load_dataset
+    from advlayers.core.splits import image_part
+
+    assert (table["image_part"] == "confirmation").all() and (outcomes["image_part"] == "confirmation").all()
+    tuning = set(image_part(load_dataset("digits").test, "tuning", "digits").index.tolist())
+    assert not tuning & set(outcomes["test_index"])
     for ext in ("png", "pdf"):
         assert (tiny_run / "results" / "figures" / f"cutoff_digits.{ext}").stat().st_size > 1000
     claims = pd.read_parquet(tiny_run / "results" / "tables" / "claims.parquet")

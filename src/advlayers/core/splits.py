@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._torchvision import torchvision
+from ..grid import vocabulary as vocab
 
 FOLDER_IMAGE_SIZE = 224  # paper: ImageNet-style training resolution
 
@@ -95,7 +96,10 @@ class TensorSplit:
     def subset(self, n: int | None, seed: int = 0) -> TensorSplit:
         if n is None or n >= len(self):
             return self
-        idx = _subset_indices(len(self), n, seed)
+        return self.take(_subset_indices(len(self), n, seed))
+
+    def take(self, idx: Tensor) -> TensorSplit:
+        """The samples at positions `idx` of this split (their full-split positions kept in `index`)."""
         dev = idx.to(self.x.device)
         return TensorSplit(self.x[dev], self.y[dev], self.augment, self.index[idx])
 
@@ -169,7 +173,10 @@ class FolderSplit:
     def subset(self, n: int | None, seed: int = 0) -> FolderSplit:
         if n is None or n >= len(self):
             return self
-        idx = _subset_indices(len(self), n, seed)
+        return self.take(_subset_indices(len(self), n, seed))
+
+    def take(self, idx: Tensor) -> FolderSplit:
+        """The samples at positions `idx` of this split (their full-split positions kept in `index`)."""
         split = FolderSplit([self.samples[i] for i in idx.tolist()], self.classes,
                             self.image_size, num_workers=self.num_workers, augment=self.augment)
         split.device, split.index = self.device, self.index[idx]
@@ -196,6 +203,24 @@ class FolderSplit:
         )
         for x, y in _progress(loader, count, progress):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def image_part(split, part: str, dataset: str):
+    """The tuning or confirmation images of a test split (docs/claims-v2.md): tuning = ``split.subset(T,
+    seed=0)`` (`grid.vocabulary.tuning_size`: 500 for MNIST-5k, else 10% of the split), confirmation = every
+    other image, in split order. The same for every net; `index` keeps the full split's positions."""
+    vocab.check("image part (config eval.images)", part, vocab.IMAGE_PARTS)
+    n = len(split)
+    tuning = vocab.tuning_size(dataset, n)
+    if not 0 < tuning < n:
+        raise ValueError(f"the test split of {dataset!r} has {n} images: too few for {tuning} tuning images and "
+                         "at least one confirmation image")
+    idx = _subset_indices(n, tuning, vocab.TUNING_SEED)
+    if part == "confirmation":
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[idx] = False
+        idx = keep.nonzero().flatten()
+    return split.take(idx)
 
 
 def num_batches(split, batch_size: int) -> int:

@@ -38,8 +38,12 @@ def _defaults(path: tuple[str, ...]) -> dict:
     for key in path:
         node = _resolve(node)
         node = node.get("properties", {}).get(key) or _resolve(node.get("additionalProperties") or {})
-        if "allOf" in node:
-            node = _resolve(node["allOf"][0])
+        if "allOf" in node:  # a shared definition and this place's own additions (e.g. a default)
+            merged: dict = {}
+            for part in node["allOf"]:
+                for k, v in _resolve(part).get("properties", {}).items():
+                    merged[k] = {**merged.get(k, {}), **v}
+            node = {"properties": merged}
     node = _resolve(node)
     return {k: v["default"] for k, v in node.get("properties", {}).items() if "default" in v}
 
@@ -117,7 +121,8 @@ def autoattack_eval_settings(config: dict, dataset: str) -> dict:
     """The AutoAttack evaluation's settings: eps from the dataset's `eval`, n/seed/version from `autoattack`."""
     aa = with_defaults(autoattack_config(config, dataset), "datasets", "*", "autoattack")
     ev = eval_settings(config, dataset)
-    return {"attack": "autoattack", "eps": ev["eps"], "version": aa["version"], "n": aa.get("n", ev["n"]),
+    return {"attack": "autoattack", "eps": ev["eps"], "version": aa["version"], "images": ev["images"],
+            "n": aa.get("n", ev["n"]),
             "seed": aa.get("seed", ev["seed"]), "batch_size": ev["batch_size"]}
 
 

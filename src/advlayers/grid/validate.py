@@ -21,6 +21,7 @@ from .vocabulary import (
     RECIPES,
     ConfigError,
     mask_modules,
+    part_size,
 )
 
 
@@ -103,13 +104,7 @@ def check(config: dict, root_exists=None) -> None:
             _invalid(f"datasets.{ds}.recipe", dcfg["recipe"], RECIPES)
         if root_exists is not None and ds not in EMBEDDED_DATASETS:
             root_exists(ds, dcfg.get("root"))
-    for ds in config["datasets"]:
-        for name in (None, "reinit", "features"):
-            ev = eval_settings(config, ds, name)
-            missing = [k for k in ("step_size", "steps") if ev["attack"] == "pgd" and k not in ev]
-            if missing:
-                where = f"datasets.{ds}.eval" if name is None else f"analyses.{name}.eval (over datasets.{ds}.eval)"
-                _invalid(where, ev, [f"a pgd evaluation needs {' and '.join(missing)}"])
+    _check_evals(config)
     for direction in DIRECTIONS:
         if not config["cutoffs"].get(direction):
             _invalid(f"cutoffs.{direction}", config["cutoffs"].get(direction), ["a non-empty list of cut-offs 0..6"])
@@ -141,6 +136,33 @@ def check(config: dict, root_exists=None) -> None:
         for cell in (dcfg.get("autoattack") or {}).get("cells", []):
             if cell != PRETRAINED and cell not in found:
                 _invalid(f"datasets.{ds}.autoattack.cells", cell, [PRETRAINED, *sorted(found)])
+
+
+def _check_evals(config: dict) -> None:
+    """Each evaluation (the datasets', reinit's, features') has its attack's settings, and its test images fit
+    in the image part they are drawn from."""
+    for ds, dcfg in config["datasets"].items():
+        for name in (None, "reinit", "features"):
+            ev = eval_settings(config, ds, name)
+            missing = [k for k in ("step_size", "steps") if ev["attack"] == "pgd" and k not in ev]
+            where = f"datasets.{ds}.eval" if name is None else f"analyses.{name}.eval (over datasets.{ds}.eval)"
+            if missing:
+                _invalid(where, ev, [f"a pgd evaluation needs {' and '.join(missing)}"])
+            counts = {"n": ev["n"]}
+            if name is None:
+                counts["autoattack.n"] = (dcfg.get("autoattack") or {}).get("n")
+            if name == "features" and (analysis(config, "features") or {}).get("dataset") == ds:
+                counts["n_images"] = analysis(config, "features")["n_images"]
+            for key, n in counts.items():
+                _check_part_size(f"{where}: {key}", ds, ev["images"], n)
+
+
+def _check_part_size(key: str, dataset: str, part: str, n) -> None:
+    """n test images must fit in the image part they are drawn from (`vocabulary.part_size`)."""
+    size = part_size(dataset, part)
+    if n is not None and n > size:
+        raise ConfigError(f"config error: {key} = {n} test images, but the {part} part of {dataset}'s test split has "
+                          f"{size} (eval.images: {part}); choose at most {size}, or null for the whole part")
 
 
 # --------------------------------------------------------------------------- dataset folders (checked before any job)

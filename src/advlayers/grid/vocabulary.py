@@ -51,6 +51,29 @@ BN_POLICIES = ("reset", "keep_stats")
 EMBED_METHODS = ("tsne", "umap", "trimap")
 RECIPES = ("cifar10", "imagenette", "imagenet", "mnist5k-demo")  # `core.recipes.PRESETS` (checked there)
 PRETRAINED = "pretrained"  # the cell id of a pretrained net itself (nothing retrained)
+# Tuning and confirmation images (docs/claims-v2.md): every test split is partitioned once, the same for every
+# net. The tuning part is `split.subset(T, seed=0)` (`core.splits.image_part`), the confirmation part the rest.
+# MNIST-5k: T = 500, exactly the 500 images every v1 result used; otherwise T = 10% of the test split.
+IMAGE_PARTS = ("confirmation", "tuning")
+TUNING_SEED = 0
+TUNING_SIZES = {"mnist5k": 500}
+# test images of each dataset's split (`core.datasets`; Imagenette = imagenette2's val folder): what a config's
+# `eval.n` is checked against before any job (the jobs check the loaded split again)
+TEST_SIZES = {"mnist5k": 1000, "digits": 360, "cifar10": 10000, "imagenette": 3925, "imagenet": 50000}
+
+
+def tuning_size(dataset: str, n_test: int) -> int:
+    """T, the tuning images of a test split of `n_test` images: 500 for MNIST-5k, else ceil(10%)."""
+    return TUNING_SIZES.get(dataset, -(-n_test // 10))
+
+
+def part_size(dataset: str, part: str, n_test: int | None = None) -> int:
+    """Images in `part` ("tuning" | "confirmation") of `dataset`'s test split (of `n_test` images, default the
+    dataset's known size)."""
+    check("image part", part, IMAGE_PARTS)
+    n_test = TEST_SIZES[dataset] if n_test is None else n_test
+    tuning = tuning_size(dataset, n_test)
+    return tuning if part == "tuning" else n_test - tuning
 
 
 class ConfigError(ValueError):

@@ -13,6 +13,8 @@ from ..core.checkpoints import load_checkpoint
 from ..core.datasets import load_prepared
 from ..core.evaluation import attack_from_settings, evaluate
 from ..core.recipes import recipe_digest
+from ..core.splits import image_part
+from ..grid import conf
 from ..grid.vocabulary import Setting
 from ..io import file_digests, sha256_file, write_json, write_parquet
 from ..provenance import config_digest, environment
@@ -20,12 +22,26 @@ from ..provenance import config_digest, environment
 log = logging.getLogger(__name__)
 
 
+def eval_images(data, eval_settings: dict, n: int | None = None, what: str = "eval.n"):
+    """The part of `data`'s test split that `eval_settings` draws from (`images`: tuning | confirmation,
+    `core.splits.image_part`); `n` images (default the settings' n) must fit in it."""
+    settings = conf.with_defaults(eval_settings, "datasets", "*", "eval")
+    part = image_part(data.test, settings["images"], data.info.name)
+    n = settings["n"] if n is None else n
+    if n is not None and n > len(part):
+        raise ValueError(f"{what} = {n} test images, but the {settings['images']} part of {data.info.name}'s test "
+                         f"split has {len(part)}; choose n <= {len(part)} or null (the whole part)")
+    return part
+
+
 def evaluate_split(model, data, eval_settings: dict, *, device="cpu", labels: dict | None = None) -> dict:
-    """One net on the test images of `eval_settings` (`grid.conf.eval_settings`: attack, n, seed, batch size):
-    the `core.evaluation.evaluate` record with its per-sample "outcomes"."""
-    return evaluate(model, data.test, attack_from_settings(eval_settings), n=eval_settings["n"],
-                    seed=eval_settings["seed"], batch_size=eval_settings["batch_size"], device=device, progress=False,
-                    outcomes=True, labels=labels)
+    """One net on the test images of `eval_settings` (`grid.conf.eval_settings`: attack, images, n, seed, batch
+    size): the `core.evaluation.evaluate` record, with its `image_part` and per-sample "outcomes"."""
+    settings = conf.with_defaults(eval_settings, "datasets", "*", "eval")
+    part = eval_images(data, settings)
+    return evaluate(model, part, attack_from_settings(settings), n=settings["n"], seed=settings["seed"],
+                    batch_size=settings["batch_size"], device=device, progress=False, outcomes=True,
+                    labels={**(labels or {}), "image_part": settings["images"]})
 
 
 def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, setting: Setting, data_path, device="cpu",
@@ -58,7 +74,8 @@ def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, settin
         for index, clean, robust in zip(*per_sample.values()):
             outcomes.append({"dataset": record["dataset"], "arch": record["arch"], "seed": record["seed"],
                              "pretraining": record["pretraining"], "cell": cell, "attack": record["attack"],
-                             "test_index": int(index), "clean_correct": bool(clean), "robust_correct": bool(robust)})
+                             "image_part": record["image_part"], "test_index": int(index),
+                             "clean_correct": bool(clean), "robust_correct": bool(robust)})
         log.info("%s: clean %.4f robust %.4f (%d images, %.1fs)", cell, record["clean_acc"], record["robust_acc"],
                  record["n_eval"], record["seconds"])
     return records, outcomes

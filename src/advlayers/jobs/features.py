@@ -13,7 +13,7 @@ from ..io import file_digests, write_parquet
 log = logging.getLogger(__name__)
 
 EMBEDDING_SEED = 0  # every net's panels are embedded with the same seed
-DIVERGENCE_COLUMNS = ("dataset", "arch", "width", "seed", "pretraining", "module", "n_images", "n_vectors",
+DIVERGENCE_COLUMNS = ("dataset", "arch", "width", "seed", "pretraining", "image_part", "module", "n_images", "n_vectors",
                       "channels", "mmd2", "mmd_p_value", "n_permutations", "mmd_bandwidth", "detector_auroc",
                       "detector_auroc_lo", "detector_auroc_hi", "detector_auroc_boot", "detector_acc", "n_train",
                       "n_test", "seconds")
@@ -27,6 +27,7 @@ def sample(*, data: str, pretrained: str, setting: Setting, features: dict, eval
     from ..core.checkpoints import load_checkpoint
     from ..core.datasets import load_prepared
     from ..core.evaluation import attack_from_settings
+    from .evaluate import eval_images
 
     if eval_settings["attack"] != "pgd":
         raise ValueError("feature sampling attacks with PGD; the features' eval config names "
@@ -34,12 +35,16 @@ def sample(*, data: str, pretrained: str, setting: Setting, features: dict, eval
     features = conf.with_defaults(features, "analyses", "features")
     model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED},
                                      sources=True)
-    # the evaluation subset seed (not the training seed): every net of the grid is sampled on the same images
-    result = sample_activations(model, load_prepared(data).test, modules=tuple(features["modules"]),
+    # the evaluation subset seed (not the training seed): every net of the grid is sampled on the same images,
+    # drawn from the configured image part (eval.images)
+    images = eval_images(load_prepared(data), eval_settings, n=features["n_images"],
+                         what="analyses.features.n_images")
+    result = sample_activations(model, images, modules=tuple(features["modules"]),
                                 n_images=features["n_images"], vectors_per_image=features["vectors_per_image"],
                                 attack=attack_from_settings(eval_settings), seed=eval_settings["seed"],
                                 batch_size=features["batch_size"], device=device)
     result["meta"].update(**setting.identity(), width=payload.get("width", 1.0),
+                          image_part=conf.with_defaults(eval_settings, "datasets", "*", "eval")["images"],
                           inputs=file_digests({"data": data, "pretrained": pretrained}))
     save_activations(out, result)
     for module, part in result["modules"].items():
@@ -85,7 +90,8 @@ def divergence(*, vectors: str, setting: Setting, options: dict, out: str) -> No
         log.info("%s: MMD^2 %.4g (p %.3g, %d images), detector AUROC %.3f [%.3f, %.3f]", module, stats["mmd2"],
                  stats["mmd_p_value"], stats["mmd_n_images"], stats["detector_auroc"], stats["detector_auroc_lo"],
                  stats["detector_auroc_hi"])
-        rows.append({**setting.identity(), "width": float(meta.get("width", 1.0)), "module": module,
+        rows.append({**setting.identity(), "width": float(meta.get("width", 1.0)),
+                     "image_part": str(meta.get("image_part", "")), "module": module,
                      "n_images": int(meta["n_images"]), "n_vectors": len(part["clean"]),
                      "channels": part["clean"].shape[1], **stats})
     table = pd.DataFrame(rows)

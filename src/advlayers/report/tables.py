@@ -25,7 +25,7 @@ from ..grid import layout
 from ..io import atomic_write, file_digests, read_json, read_parquet, read_table, write_parquet
 
 ID_COLUMNS = ("dataset", "arch", "width", "seed", "pretraining", "retraining", "cell", "retrained_modules")
-EVAL_COLUMNS = ("attack", "eps", "step_size", "steps", "restarts", "n_eval", "eval_seed", "clean_acc",
+EVAL_COLUMNS = ("attack", "eps", "step_size", "steps", "restarts", "image_part", "n_eval", "eval_seed", "clean_acc",
                 "clean_acc_lo", "clean_acc_hi", "robust_acc", "robust_acc_lo", "robust_acc_hi")
 PROVENANCE_COLUMNS = ("epochs", "recipe", "recipe_digest", "precision", "checkpoint", "checkpoint_digest",
                       "advlayers_version", "git_commit", "git_dirty", "torch_version", "torchvision_version",
@@ -36,7 +36,7 @@ EVALUATION_KEY = ("dataset", "arch", "seed", "pretraining", "cell", "attack")
 _DTYPES = {
     "dataset": "string", "arch": "string", "width": "float64", "seed": "int64", "pretraining": "string",
     "retraining": "string", "cell": "string", "direction": "string", "cutoff": "Int64", "layer_cutoff": "Int64",
-    "subset": "string", "attack": "string", "eps": "float64", "step_size": "float64", "steps": "int64",
+    "subset": "string", "attack": "string", "image_part": "string", "eps": "float64", "step_size": "float64", "steps": "int64",
     "restarts": "int64", "n_eval": "int64", "eval_seed": "int64", "epochs": "int64", "recipe": "string",
     "recipe_digest": "string", "precision": "string", "checkpoint": "string", "checkpoint_digest": "string",
     "git_commit": "string", "git_dirty": "boolean", "advlayers_version": "string", "torch_version": "string",
@@ -85,6 +85,23 @@ def unique(table: pd.DataFrame, key: Iterable[str], what: str) -> pd.DataFrame:
     return table
 
 
+PART_KEY = ("dataset", "arch")
+
+
+def one_part(table: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Every row of a (dataset, arch) comes from one image part (tuning or confirmation, docs/claims-v2.md):
+    nets compared image by image must have seen the same images, and verdicts must not mix parts."""
+    if "image_part" not in table or not len(table):
+        return table
+    parts = table.groupby(list(PART_KEY))["image_part"].unique()
+    for key, found in parts.items():
+        if len(found) > 1:
+            raise TableError(f"{what}: the evaluations of {dict(zip(PART_KEY, key))} mix image parts "
+                             f"{sorted(map(str, found))}; evaluate every net on one part (config eval.images) "
+                             "and rebuild the others")
+    return table
+
+
 def evaluations_table(paths) -> pd.DataFrame:
     """One row per evaluated net: ID, evaluation and provenance columns."""
     rows = [_flatten(r) for p in paths for r in read_records(p)]
@@ -92,7 +109,7 @@ def evaluations_table(paths) -> pd.DataFrame:
     columns = [c for c in (*ID_COLUMNS, *EVAL_COLUMNS, *PROVENANCE_COLUMNS) if c in table]
     table = _typed(table[columns])
     table["retrained_modules"] = table["retrained_modules"].map(lambda m: [str(x) for x in m])
-    return unique(table, EVALUATION_KEY, "evaluations").reset_index(drop=True)
+    return one_part(unique(table, EVALUATION_KEY, "evaluations"), "evaluations").reset_index(drop=True)
 
 
 def coordinate_table(name: str, paths, coordinates: list[dict]) -> pd.DataFrame:
@@ -124,7 +141,8 @@ def outcomes_table(paths) -> pd.DataFrame:
     """Per-sample outcomes of every evaluation (the `.outcomes.parquet` beside each record file)."""
     parts = [read_parquet(p) for p in paths]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return unique(table, ["dataset", "arch", "seed", "pretraining", "cell", "attack", "test_index"], "outcomes")
+    table = unique(table, ["dataset", "arch", "seed", "pretraining", "cell", "attack", "test_index"], "outcomes")
+    return one_part(table, "outcomes")
 
 
 STACKED_KEYS = {
@@ -136,7 +154,7 @@ STACKED_KEYS = {
 def stacked_table(name: str, paths) -> pd.DataFrame:
     """reinit / feature_divergence: the per-net parquet files stacked, keys unique."""
     table = pd.concat([read_table(p) for p in paths], ignore_index=True)
-    return unique(_typed(table), STACKED_KEYS[name], f"table {name}").reset_index(drop=True)
+    return one_part(unique(_typed(table), STACKED_KEYS[name], f"table {name}"), f"table {name}").reset_index(drop=True)
 
 
 GAP_FLAG = 0.05  # a PGD accuracy more than 5 points above AutoAttack's on the same images: possible gradient masking
@@ -171,7 +189,7 @@ def robustness_gap_table(paths) -> pd.DataFrame:
 
 
 REPORT_COLUMNS = ("dataset", "arch", "seed", "pretraining", "retraining", "direction", "cutoff", "layer_cutoff",
-                  "subset", "cell", "layer", "operation", "bn_policy", "module", "attack", "n_eval", "clean_acc",
+                  "subset", "cell", "layer", "operation", "bn_policy", "module", "attack", "image_part", "n_eval", "clean_acc",
                   "clean_acc_lo", "clean_acc_hi", "robust_acc", "robust_acc_lo", "robust_acc_hi", "mmd2",
                   "mmd2_lo", "mmd2_hi", "mmd_p_value", "detector_auroc", "detector_auroc_lo", "detector_auroc_hi", "pgd_robust_acc",
                   "autoattack_robust_acc", "robustness_gap", "gap_lo", "gap_hi", "possible_gradient_masking",

@@ -209,8 +209,8 @@ def jobs(config: dict, table: dict | None = None) -> list[Job]:
         return recipe.epochs * images * train_units(recipe, mode) / (rate(dataset, arch) * _speed(recipe))
 
     def eval_seconds(dataset, arch, ev, evaluations=1):
-        n_test = sizes(dataset)[1]
-        n = min(ev.get("n") or n_test, n_test)
+        part = vocab.part_size(dataset, ev.get("images") or "confirmation", sizes(dataset)[1])  # eval.images
+        n = min(ev.get("n") or part, part)
         units = eval_units(ev.get("steps") or 0, ev.get("restarts", 1))
         return evaluations * n * units / rate(dataset, arch)
 
@@ -226,7 +226,8 @@ def jobs(config: dict, table: dict | None = None) -> list[Job]:
             seconds = eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset), nets)
         elif rule == "evaluate_autoattack":
             aa = conf.autoattack_eval_settings(config, s.dataset)
-            n = min(aa["n"] or sizes(s.dataset)[1], sizes(s.dataset)[1])
+            part = vocab.part_size(s.dataset, aa["images"], sizes(s.dataset)[1])
+            n = min(aa["n"] or part, part)
             seconds = len(plan.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / rate(s.dataset, s.arch)
         elif rule == "reinit":
             a = conf.analysis(config, "reinit")

@@ -186,6 +186,8 @@ def run_text(info: dict | None, table: pd.DataFrame, *, attack: bool = True, n: 
         parts.append(nets)
     if attack:
         parts.append(attack_text(info.get("attack"), table, n=n))
+    if "image_part" in table and len(table) and table["image_part"].nunique() == 1 and table["image_part"].iloc[0]:
+        parts.append(f"{table['image_part'].iloc[0]} images")
     seeds = seeds_text(table)
     if seeds:
         parts.append(seeds)

@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""Is the demo's evaluation attack strong enough? Its robust accuracy beside APGD-CE and APGD-DLR on the key cells.
+
+    python benchmarks/eval_strength.py --images tuning                     # choosing the attack (tuning images)
+    python benchmarks/eval_strength.py --images confirmation --markdown    # the comparison for docs/results.md
+
+Reads the checkpoints of a finished workflow run (`--workdir`, default the repository: its results/) of
+`--configfile` (default config/config.yaml). For every training seed and both pretrained nets, the key cells
+(the pretrained nets, before 1/2/3, after 1/2 and the retraining control m111111: the cells of C0-C4 and the
+controls, docs/claims-v2.md) are evaluated on the configured test images (`eval.n` of the `--images` part, the
+same images for every net) with
+
+  * the config's evaluation attack (PGD-`steps`, early stopping: a broken image leaves the batch),
+  * then APGD-CE (100 steps, AutoAttack's first attack) on the images that attack left unbroken,
+  * then APGD-DLR (100 steps) on the images still unbroken,
+
+so the columns are the robust accuracy under the demo's attack and under the growing ensemble (an image counts as
+robust only if no attack so far broke it). `fraction of G` places each net between the conventional (0) and the
+adversarial (1) pretrained net of its seed: the quantity the claims C1a-C4 and the controls compare with their
+thresholds; `shift` is how much the ensemble moves it. The attack is strong enough when the ensemble takes at
+most ~1-2 points of robust accuracy off every key cell and moves no fraction of G across a threshold.
+
+Tuning images are for choosing the attack; the confirmation comparison is run once, on the final commit's demo run,
+for docs/results.md. Raw rows: benchmarks/_work/eval_strength_<images>.json (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+KEY_CELLS = ("pretrained", "m100000", "m110000", "m111000", "m011111", "m001111", "m111111")
+CELL_NAMES = {"pretrained": "pretrained", "m100000": "before 1", "m110000": "before 2", "m111000": "before 3",
+              "m011111": "after 1", "m001111": "after 2", "m111111": "before 6 (control)"}
+
+
+def _attacks(settings: dict, apgd_steps: int) -> list:
+    from advlayers.core.autoattack import APGDSpec
+    from advlayers.core.evaluation import attack_from_settings
+
+    return [attack_from_settings(settings), APGDSpec(settings["eps"], steps=apgd_steps, loss="ce"),
+            APGDSpec(settings["eps"], steps=apgd_steps, loss="dlr")]
+
+
+def robust_under_ensemble(model, split, settings: dict, attacks: list) -> dict:
+    """Per attack in order, robust accuracy of `model` on `split` when that attack (and every earlier one) is
+    run; each attack only on the images every earlier one left unbroken. Returns {attack name: accuracy,
+    "clean": accuracy, "seconds": ...}."""
+    import torch
+
+    from advlayers.core.attacks import AttackSpec
+
+    t0 = time.perf_counter()
+    x_all, y_all = split.x, split.y
+    generator = torch.Generator().manual_seed(settings["seed"])
+    robust, out = None, {}
+    for attack in attacks:
+        idx = torch.arange(len(y_all)) if robust is None else robust.nonzero().flatten()
+        now = torch.zeros(len(y_all), dtype=torch.bool)
+        for start in range(0, len(idx), settings["batch_size"]):
+            part = idx[start:start + settings["batch_size"]]
+            x, y = x_all[part].float().div(255), y_all[part]
+            if isinstance(attack, AttackSpec):
+                clean, rob = attack.robust_correct(model, x, y, count="any", generator=generator)
+            else:
+                clean, rob = attack.robust_correct(model, x, y, generator=generator)
+            if robust is None:
+                out.setdefault("clean_correct", torch.zeros(len(y_all), dtype=torch.bool))[part] = clean.cpu()
+            now[part] = rob.cpu()
+        robust = now
+        out[attack.name] = float(robust.float().mean())
+    out["clean"] = float(out.pop("clean_correct").float().mean())
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def measure(args) -> list[dict]:
+    from advlayers.core.checkpoints import load_checkpoint
+    from advlayers.core.datasets import load_prepared
+    from advlayers.grid import conf, layout, plan, validate
+    from advlayers.jobs.evaluate import eval_images
+
+    config = validate.load(args.configfile, roots=False)
+    rows = []
+    for setting, cells in plan.cells(config).items():
+        if args.seeds is not None and setting.seed not in args.seeds:
+            continue
+        settings = {**conf.eval_settings(config, setting.dataset), "images": args.images}
+        settings.update({k: v for k, v in (("steps", args.pgd_steps), ("restarts", args.pgd_restarts),
+                                           ("step_size", args.pgd_step_size)) if v is not None})
+        data = load_prepared(Path(args.workdir) / layout.data_path(setting.dataset))
+        split = eval_images(data, settings).subset(settings["n"], seed=settings["seed"])
+        attacks = _attacks(settings, args.apgd_steps)
+        if not hasattr(data.test, "x"):
+            raise SystemExit(f"{setting.dataset}: eval_strength reads in-memory test splits only")
+        for cell in (c for c in KEY_CELLS if c == "pretrained" or c in cells):
+            path = Path(args.workdir) / plan.net_path(config, setting, cell)
+            model, _ = load_checkpoint(path, expect={**setting.identity(), "cell": cell})
+            result = robust_under_ensemble(model.eval(), split, settings, attacks)
+            rows.append({**setting.identity(), "cell": cell, "images": args.images, "n": len(split),
+                         "attacks": [a.name for a in attacks], **result})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """One row per (seed, pretraining, cell): clean, robust under each attack (cumulative), the drop, and the
+    fraction of G under the first attack and under the whole ensemble."""
+    if not rows:
+        return "(no rows)"
+    names = rows[0]["attacks"]
+    pre = {(r["seed"], r["pretraining"]): r for r in rows if r["cell"] == "pretrained"}
+    head = (f"| seed | net | cell | clean | {names[0]} | + {names[1]} | + {names[2]} | drop (points) | "
+            f"fraction of G ({names[0]}) | fraction of G (all three) | shift |")
+    lines = [head, "|" + "---|" * 3 + "---:|" * 8]
+    for r in rows:
+        conv, adv = pre.get((r["seed"], "conventional")), pre.get((r["seed"], "adversarial"))
+        frac = ["", ""]
+        if conv and adv:
+            for i, name in enumerate((names[0], names[-1])):
+                g = adv[name] - conv[name]
+                frac[i] = (r[name] - conv[name]) / g if g > 0 else float("nan")
+        shift = f"{frac[1] - frac[0]:+.2f}" if frac[0] != "" else ""
+        lines.append(f"| {r['seed']} | {r['pretraining']} | {CELL_NAMES[r['cell']]} | {r['clean']:.3f} | "
+                     f"{r[names[0]]:.3f} | {r[names[1]]:.3f} | {r[names[2]]:.3f} | "
+                     f"{100 * (r[names[0]] - r[names[2]]):.1f} | "
+                     + (f"{frac[0]:.2f} | {frac[1]:.2f} | {shift} |" if frac[0] != "" else " |  |  |"))
+    worst = max(rows, key=lambda r: r[names[0]] - r[names[2]])
+    lines += ["", f"{len(rows)} nets, {rows[0]['n']} {rows[0]['images']} images each; largest drop "
+              f"{100 * (worst[names[0]] - worst[names[2]]):.1f} points ({worst['pretraining']} net, seed {worst['seed']}, "
+              f"{CELL_NAMES[worst['cell']]})."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", required=True, choices=["tuning", "confirmation"],
+                   help="the test-image part (tuning: to choose the attack; confirmation: for docs/results.md)")
+    p.add_argument("--configfile", default=str(HERE.parent / "config" / "config.yaml"))
+    p.add_argument("--workdir", default=str(HERE.parent), help="the folder the workflow ran in (holds results/)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--apgd-steps", type=int, default=100)
+    p.add_argument("--pgd-steps", type=int, default=None, help="instead of the config's eval.steps (a candidate)")
+    p.add_argument("--pgd-restarts", type=int, default=None, help="instead of the config's eval.restarts")
+    p.add_argument("--pgd-step-size", type=float, default=None, help="instead of the config's eval.step_size")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="raw rows (default benchmarks/_work/eval_strength_<images>.json)")
+    p.add_argument("--markdown", action="store_true", help="print the markdown table")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = measure(args)
+    out = Path(args.out or HERE / "_work" / f"eval_strength_{args.images}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    print(markdown(rows) if args.markdown else f"wrote {len(rows)} rows to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""benchmarks/eval_strength.py (the evaluation attack beside APGD-CE/DLR) and benchmarks/tune_demo.py (the
+retraining control's sizing): their pure parts on small nets and hand-made rows."""
+
+import importlib.util
+import sys
+
+import pytest
+
+from advlayers.core.splits import image_part
+
+from helpers import REPO, small_net
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def strength():
+    pytest.importorskip("torchattacks")
+    return _load("eval_strength")
+
+
+@pytest.fixture(scope="module")
+def tune():
+    return _load("tune_demo")
+
+
+def test_ensemble_robust_accuracy_only_falls(strength, digits):
+    settings = {"attack": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 2, "seed": 0, "batch_size": 64}
+    split = image_part(digits.test, "tuning", "digits")
+    out = strength.robust_under_ensemble(small_net().eval(), split, settings, strength._attacks(settings, 3))
+    names = ["PGD-2", "APGD-CE-3", "APGD-DLR-3"]
+    assert [k for k in out if k not in ("clean", "seconds")] == names
+    assert out["clean"] >= out[names[0]] >= out[names[1]] >= out[names[2]] >= 0
+
+
+def _row(seed, pretraining, cell, pgd, ce, dlr):
+    return {"seed": seed, "pretraining": pretraining, "cell": cell, "images": "tuning", "n": 500, "clean": 0.97,
+            "attacks": ["PGD-10", "APGD-CE-100", "APGD-DLR-100"], "PGD-10": pgd, "APGD-CE-100": ce,
+            "APGD-DLR-100": dlr}
+
+
+def test_strength_table_gives_drops_and_fractions_of_G(strength):
+    rows = [_row(0, "conventional", "pretrained", 0.0, 0.0, 0.0), _row(0, "adversarial", "pretrained", 0.6, 0.55, 0.5),
+            _row(0, "conventional", "m111111", 0.45, 0.42, 0.4)]
+    text = strength.markdown(rows)
+    line = next(l for l in text.splitlines() if "before 6 (control)" in l)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[7] == "5.0" and cells[8] == "0.75" and cells[9] == "0.80" and cells[10] == "+0.05"
+    assert "largest drop 10.0 points (adversarial net, seed 0, pretrained)" in text
+
+
+def test_tune_settings_and_controls(tune):
+    assert tune.parse_setting("epochs=3,lr=0.008,channels_last=true") == {"epochs": 3, "lr": 0.008,
+                                                                          "channels_last": True}
+    assert tune.setting_name({"lr": 0.008, "epochs": 3}) == "epochs=3,lr=0.008"
+    rows = {(0, "pretrained", "conventional"): {"robust_acc": 0.0},
+            (0, "pretrained", "adversarial"): {"robust_acc": 0.6},
+            (0, "epochs=3", "conventional"): {"robust_acc": 0.54, "seconds": 10.0, "samples": 1000},
+            (0, "epochs=3", "adversarial"): {"robust_acc": 0.06, "seconds": 5.0, "samples": 1000}}
+    text = tune.table(rows)
+    assert "| epochs=3 | 0 | 0.600 | 0.90 | 0.90 |" in text and "| epochs=3 | 1 | 0.90 | 0.90 | yes |" in text
