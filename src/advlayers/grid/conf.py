@@ -85,6 +85,12 @@ def width(config: dict, dataset: str) -> float:
     return float(with_defaults(dataset_config(config, dataset), "datasets", "*")["width"])
 
 
+def published_weights(config: dict, dataset: str, arch: str, pretraining: str) -> str | None:
+    """The published weights (`datasets.<d>.pretrained.<arch>.<pretraining>`) that replace this net's
+    pretraining, or None: the net is pretrained by the workflow."""
+    return ((dataset_config(config, dataset).get("pretrained") or {}).get(arch) or {}).get(pretraining)
+
+
 def grouping(config: dict) -> dict:
     """How retraining cells are grouped into jobs (config `grouping`, defaults filled in)."""
     return with_defaults(config.get("grouping"), "grouping")

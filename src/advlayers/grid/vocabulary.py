@@ -33,6 +33,7 @@ NUM_MODULES = 6
 MODULE_NAMES = tuple(f"m{i}" for i in range(NUM_MODULES))
 DATASETS = ("mnist5k", "digits", "cifar10", "imagenette", "imagenet")
 FOLDER_DATASETS = ("imagenette", "imagenet")  # streamed image folders; the others are held in memory
+USER_FOLDER_DATASETS: set[str] = set()  # a config's `kind: folder` datasets (`register_folder_dataset`)
 EMBEDDED_DATASETS = ("mnist5k", "digits")  # shipped inside installed packages: no root, no download
 # Layers (conv/linear + BatchNorm, `core.models.layers`) in each module m0..m5, per arch; the counts are
 # checked against the built models by tests/test_grid.py.
@@ -75,6 +76,15 @@ def register_module_layers(arch: str, module_layers) -> None:
         raise ConfigError(f"archs.{arch}: {arch} is a paper arch; choose another name")
     MODULE_LAYERS[arch] = counts
     LAYER_COUNTS[arch] = sum(counts)
+
+
+def register_folder_dataset(name: str) -> None:
+    """A config's own ImageFolder dataset (`kind: folder`): prepared as a JSON manifest, streamed from disk."""
+    USER_FOLDER_DATASETS.add(name)
+
+
+def is_folder_dataset(name: str) -> bool:
+    return name in FOLDER_DATASETS or name in USER_FOLDER_DATASETS
 
 
 def known_archs() -> tuple[str, ...]:
