@@ -158,12 +158,22 @@ def _is_global_pool(gm, node, shape) -> bool:
     return "adaptive" in str(getattr(node.target, "__name__", node.target))
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.nn's modules and every module holding its own parameters or buffers stay whole (call_module nodes),
+    so no tensor attribute is read outside a module and each part of the split owns its weights."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        own = next(iter(m.parameters(recurse=False)), None) is not None or next(iter(m.buffers(recurse=False)), None) is not None
+        return super().is_leaf_module(m, qualname) or own
+
+
 def trace(net: nn.Module, image_size: int):
     """(graph module, [TracedNode]) with each node's output shape on a zero image batch of 2 (eval mode)."""
     from torch.fx.passes.shape_prop import ShapeProp
 
     try:
-        gm = torch.fx.symbolic_trace(net)
+        tracer = _Tracer()
+        gm = torch.fx.GraphModule(net, tracer.trace(net), type(net).__name__)
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported in one line
         raise ConfigError(f"torch.fx cannot trace the net ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
                           "make its forward free of data-dependent control flow") from None
@@ -213,7 +223,7 @@ def _segments(nodes: list[TracedNode]) -> list[list[TracedNode]]:
 
 def _has_weights(gm, segment) -> bool:
     for n in segment:
-        if n.op == "call_module" and any(True for _ in gm.get_submodule(n.target).parameters(recurse=False)):
+        if n.op == "call_module" and any(True for _ in gm.get_submodule(n.target).parameters()):
             return True
     return False
 
@@ -307,6 +317,11 @@ def split_net(net: nn.Module, normalize: nn.Module, image_size: int, cuts: tuple
     assignment = _finish_assignment(nodes)
     split = split_module(gm, wrapped, lambda node: assignment[node.name], keep_original_order=True)
     modules = [getattr(split, f"submod_{k}") for k in range(NUM_MODULES)]
+    for k, module in enumerate(modules):
+        inputs = [n.name for n in module.graph.nodes if n.op == "placeholder"]
+        if len(inputs) != 1:
+            raise _ambiguous(f"m{k} would take {len(inputs)} inputs ({', '.join(inputs)}): a tensor attribute is used "
+                             "outside any submodule; wrap it in a module")
     names = {id(m): name[len("net."):] for name, m in wrapped.named_modules() if name.startswith("net.")}
     return modules, names
 
