@@ -231,3 +231,16 @@ def test_own_model_dataset_and_weights_run_all_figures(tmp_path):
     ckpt = torch.load(next((root / "results" / "checkpoints").glob("shapes3/resnet18/*/conventional/pretrained.pt")),
                       weights_only=True)
     assert ckpt["meta"]["published"]["source"] == "tv_resnet18.pt" and len(ckpt["meta"]["published"]["sha256"]) == 64
+
+
+def test_cost_drops_the_pretraining_of_published_nets():
+    from advlayers.tools import cost
+
+    config = validate.load(Path(__file__).parents[1] / "config" / "paper.yaml", roots=False)
+    before = [j for j in cost.jobs(config) if j.rule == "pretrain"]
+    config["datasets"]["imagenet"]["pretrained"] = {
+        "resnet50": {"conventional": "torchvision:ResNet50_Weights.IMAGENET1K_V2", "adversarial": "madry_resnet50.pt"}}
+    after = [j for j in cost.jobs(config) if j.rule == "pretrain"]
+    dropped = [j for j in before if j not in after]
+    assert {(j.dataset, j.arch) for j in dropped} == {("imagenet", "resnet50")}
+    assert len(dropped) == 2 * len(config["seeds"])
