@@ -3,7 +3,7 @@ folder` datasets, published weights as the pretrained nets."""
 
 from __future__ import annotations
 
-import textwrap
+import re
 from pathlib import Path
 
 import pytest
@@ -17,18 +17,9 @@ from advlayers.grid.vocabulary import ConfigError
 
 from helpers import copy_repo, dry_run, snakemake
 
-BUILDER = textwrap.dedent('''
-    from torch import nn
-
-
-    def build(num_classes=10):
-        """A small CNN of five stride-2 convolutions and a pooled linear head."""
-        layers, c = [], 3
-        for w in (8, 8, 16, 16, 32):
-            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU()]
-            c = w
-        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-''')
+DOC = (Path(__file__).parents[1] / "docs" / "own-model.md").read_text()
+BUILDER = re.search(r"```python\n(.*?)```", DOC, re.S).group(1)  # mynets.py of docs/own-model.md
+OWN_CONFIG = re.search(r"```yaml\n(.*?)```", DOC, re.S).group(1)  # its own.yaml
 
 
 def _auto(name: str, source: str, **kw) -> str:
@@ -159,52 +150,30 @@ def write_folder(root: Path, per_class=(12, 6)) -> Path:
     return root
 
 
-OWN_CONFIG = """\
-seeds: [0]
-device: cpu
-archs:
-  mnv3s: {{source: "torchvision:mobilenet_v3_small", module_layers: [1, 5, 6, 25, 15, 2]}}
-  mynet: {{source: "mynets:build", module_layers: [1, 1, 1, 1, 1, 1]}}
-datasets:
-  shapes3:
-    kind: folder
-    root: {root}
-    image_size: 32
-    archs: [{archs}]
-    recipe: mnist5k-demo
-    recipe_overrides: {{epochs: 1, batch_size: 12, precision: fp32}}
-    eval: {{n: {n}, eps: 0.03, step_size: 0.01, steps: 2, batch_size: 18}}
-    pretrained:
-      resnet18: {{conventional: tv_resnet18.pt, adversarial: rb_resnet18.pt}}
-cutoffs:
-  before: [1]
-  after: [4]
-figures:
-  fig2: shapes3
-resources:
-  threads: 1
-"""
 
 
-def own_repo(tmp_path: Path, archs="resnet18, mnv3s, mynet", n=18) -> Path:
+def own_repo(tmp_path: Path) -> Path:
+    """A fresh copy of the workflow with docs/own-model.md's own.yaml, mynets.py, images and weight files."""
     root = copy_repo(tmp_path / "repo")
-    write_folder(tmp_path / "shapes3")
+    write_folder(root / "data" / "shapes3")
     (root / "mynets.py").write_text(BUILDER)
     _, state = _resnet_state()
-    torch.save(state, root / "tv_resnet18.pt")
+    (root / "weights").mkdir()
+    torch.save(state, root / "weights" / "resnet18_torchvision.pt")
     mean, std = torch.tensor(models.IMAGENET_MEAN), torch.tensor(models.IMAGENET_STD)
     torch.save({**{f"model.{k}": v for k, v in state.items()}, "normalize.mean": mean, "normalize.std": std},
-               root / "rb_resnet18.pt")
-    (root / "own.yaml").write_text(OWN_CONFIG.format(root=tmp_path / "shapes3", archs=archs, n=n))
+               root / "weights" / "resnet18_robustbench.pt")
+    (root / "own.yaml").write_text(OWN_CONFIG)
     return root
 
 
-def test_config_checks_own_names_and_eval_n(tmp_path):
-    root = own_repo(tmp_path, n=19)
+def test_config_checks_own_names_and_eval_n(tmp_path, monkeypatch):
+    root = own_repo(tmp_path)
+    monkeypatch.chdir(root)  # the config's paths are relative to the working directory, as in the workflow
+    (root / "own.yaml").write_text(OWN_CONFIG.replace("n: 18", "n: 19"))
     with pytest.raises(ConfigError, match=r"datasets\.shapes3\.eval\.n = 19 is above the test set size of shapes3 \(18"):
         validate.load(root / "own.yaml")
-    text = (root / "own.yaml").read_text().replace("n: 19", "n: 18")
-    (root / "own.yaml").write_text(text.replace("archs: [resnet18,", "archs: [resnet19,"))
+    (root / "own.yaml").write_text(OWN_CONFIG.replace("archs: [resnet18,", "archs: [resnet19,"))
     with pytest.raises(ConfigError, match=r"datasets\.shapes3\.archs = 'resnet19' is not valid"):
         validate.load(root / "own.yaml")
 
@@ -230,7 +199,7 @@ def test_own_model_dataset_and_weights_run_all_figures(tmp_path):
     assert set(table["dataset"]) == {"shapes3"} and set(table["arch"]) == {"resnet18", "mnv3s", "mynet"}
     ckpt = torch.load(next((root / "results" / "checkpoints").glob("shapes3/resnet18/*/conventional/pretrained.pt")),
                       weights_only=True)
-    assert ckpt["meta"]["published"]["source"] == "tv_resnet18.pt" and len(ckpt["meta"]["published"]["sha256"]) == 64
+    assert ckpt["meta"]["published"]["source"] == "weights/resnet18_torchvision.pt" and len(ckpt["meta"]["published"]["sha256"]) == 64
 
 
 def test_cost_drops_the_pretraining_of_published_nets():
@@ -244,3 +213,12 @@ def test_cost_drops_the_pretraining_of_published_nets():
     dropped = [j for j in before if j not in after]
     assert {(j.dataset, j.arch) for j in dropped} == {("imagenet", "resnet50")}
     assert len(dropped) == 2 * len(config["seeds"])
+
+
+@pytest.mark.slow
+def test_the_api_example_runs(capsys):
+    code = re.search(r"```python\n(.*?)```", (Path(__file__).parents[1] / "docs" / "api.md").read_text(), re.S).group(1)
+    exec(compile(code, "docs/api.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "conventional: clean" in out and "m0-m1 retrained: clean" in out
+    assert "layers per module: [1, 5, 6, 25, 15, 2]" in out
