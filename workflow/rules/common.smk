@@ -45,9 +45,7 @@ except ConfigError as e:
 
 # A `package.module:function` arch builder is imported from the config file's folder unless `archs.<a>.path`
 # names another: the jobs get the folder in their config.
-for _arch in (config.get("archs") or {}).values():
-    if _arch.get("path") is None and workflow.configfiles:
-        _arch["path"] = str(Path(workflow.configfiles[-1]).resolve().parent)
+validate.fill_arch_paths(config, workflow.configfiles)
 
 
 onstart:
@@ -72,24 +70,6 @@ def config_error(f):
             raise WorkflowError(str(e)) from None
 
     return wrapped
-
-
-def published_source(wc):
-    return conf.published_weights(config, wc.dataset, wc.arch, wc.pretraining)
-
-
-def not_trained_marker(wc):
-    """An input no rule makes: keeps `pretrain` from claiming a net that is imported from published weights."""
-    return f"(published weights, not trained: {wc.dataset} {wc.arch} {wc.pretraining})"
-
-
-def weights_input(wc):
-    """import_pretrained's input: the weights file, nothing for a torchvision enum, a marker no rule makes for a
-    net the workflow pretrains."""
-    source = published_source(wc)
-    if source is None:
-        return [f"(no published weights configured: {wc.dataset} {wc.arch} {wc.pretraining})"]
-    return [] if source.startswith("torchvision:") else [source]
 
 
 def resources_of(rule, key, default):

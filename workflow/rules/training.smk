@@ -8,7 +8,7 @@ rule pretrain:
         data=lambda wc: layout.data_path(wc.dataset),
         library=library("pretrain"),
         # a net with published weights is imported instead (rule import_pretrained): this rule cannot make it
-        published=lambda wc: [not_trained_marker(wc)] if published_source(wc) else [],
+        published=lambda wc: conf.not_trained_marker(config, wc.dataset, wc.arch, wc.pretraining),
     output:
         model=layout.pattern("pretrained"),
         # the epoch-0 weights: Fig. 7's rewind source
@@ -39,12 +39,12 @@ rule import_pretrained:
     input:
         data=lambda wc: layout.data_path(wc.dataset),
         library=library("import_pretrained"),
-        weights=lambda wc: weights_input(wc),
+        weights=lambda wc: conf.weights_input(config, wc.dataset, wc.arch, wc.pretraining),
     output:
         model=layout.pattern("pretrained"),
         initial=layout.pattern("initial"),
     params:
-        source=lambda wc: published_source(wc),
+        source=lambda wc: conf.published_weights(config, wc.dataset, wc.arch, wc.pretraining),
         width=lambda wc: conf.width(config, wc.dataset),
     log:
         log_of("import_pretrained"),

@@ -67,6 +67,14 @@ def load(path, *, roots: bool = True) -> dict:
     return config
 
 
+def fill_arch_paths(config: dict, configfiles) -> None:
+    """`archs.<a>.path` defaults to the folder of the (last) config file: where a package.module:function builder
+    is imported from."""
+    for arch in (config.get("archs") or {}).values():
+        if arch.get("path") is None and configfiles:
+            arch["path"] = str(Path(configfiles[-1]).resolve().parent)
+
+
 # --------------------------------------------------------------------------- checks beyond the schema
 
 
