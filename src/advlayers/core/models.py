@@ -189,8 +189,9 @@ _BUILDERS = {
 def register_arch(name: str, builder) -> None:
     """Add an architecture: `builder(name, num_classes) -> [m0, ..., m5]` (six nn.Modules applied in order,
     cut at the downsampling layers, m0 starting with `Normalize()`; a builder taking `width=` gets the width
-    multiplier). Training, attacks, evaluation and the analyses then work on it by name (the workflow lists
-    the four paper archs: add yours to `advlayers.grid.MODULE_LAYERS` and the config schema to run it there)."""
+    multiplier). Training, attacks, evaluation and the analyses then work on it by name. For the workflow, name
+    your arch in the config's `archs` section instead (`advlayers.core.splitting`: any nn.Module, split
+    automatically; docs/own-model.md)."""
     if name in _BUILDERS:
         raise ValueError(f"arch {name!r} is already registered")
     _BUILDERS[name] = builder
