@@ -126,6 +126,7 @@ def load_into(model: ModularNet, published: Published) -> None:
         if value.shape != target[key].shape:
             raise ConfigError(f"pretrained weights {published.source}: {tv} has shape {tuple(value.shape)}, "
                               f"{model.spec.arch} for this dataset needs {tuple(target[key].shape)} (number of "
-                              "classes or width differ)")
+                              "classes or width differ; the built-in VGGs pool globally, so their first classifier "
+                              "layer takes 512 x width inputs)")
         new[key] = value.to(target[key].dtype)
     model.load_state_dict(new, strict=True)
