@@ -176,6 +176,10 @@ def test_config_checks_own_names_and_eval_n(tmp_path, monkeypatch):
     (root / "own.yaml").write_text(OWN_CONFIG.replace("archs: [resnet18,", "archs: [resnet19,"))
     with pytest.raises(ConfigError, match=r"datasets\.shapes3\.archs = 'resnet19' is not valid"):
         validate.load(root / "own.yaml")
+    tiny = Path(__file__).with_name("tiny.yaml").read_text().replace("n: 64", "n: 361")
+    (root / "tiny361.yaml").write_text(tiny)
+    with pytest.raises(ConfigError, match=r"datasets\.digits\.eval\.n = 361 is above the test set size of digits \(360"):
+        validate.load(root / "tiny361.yaml")
 
 
 def test_published_nets_are_imported_not_pretrained_in_a_dry_run(tmp_path):

@@ -171,7 +171,8 @@ def test_size(dataset: str, dcfg: dict) -> int | None:
 
 
 def check_folder_datasets(config: dict) -> None:
-    """Names and settings of `kind: folder` datasets; an eval `n` above the test set size is an error."""
+    """Names and settings of `kind: folder` datasets; an eval `n` above the test set size (where known without
+    torch: the embedded and CIFAR sets, folders) is an error."""
     for ds, dcfg in config["datasets"].items():
         if dcfg.get("kind") == "folder" and ds in DATASETS:
             _invalid(f"datasets.{ds}.kind", "folder", [f"a dataset name other than {', '.join(DATASETS)}"])
@@ -179,15 +180,16 @@ def check_folder_datasets(config: dict) -> None:
             for key in ("image_size", "mean", "std"):
                 if dcfg.get(key) is not None:
                     _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for datasets of kind: folder"])
-            continue
-        register_folder_dataset(ds)
+        else:
+            register_folder_dataset(ds)
         size = test_size(ds, dcfg)
         for name in (None, "reinit", "features"):
             n = eval_settings(config, ds, name).get("n")
             where = f"datasets.{ds}.eval.n" if name is None else f"analyses.{name}.eval.n"
             if size is not None and n is not None and n > size:
-                raise ConfigError(f"config error: {where} = {n} is above the test set size of {ds} ({size} images "
-                                  f"in {dcfg['root']}/val); valid: 1..{size} or null (all)")
+                found = f"in {dcfg['root']}/val" if dcfg.get("kind") == "folder" else "test images"
+                raise ConfigError(f"config error: {where} = {n} is above the test set size of {ds} ({size} {found}); "
+                                  f"valid: 1..{size} or null (all)")
 
 
 def check_root(dataset: str, root) -> None:
