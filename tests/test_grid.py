@@ -41,9 +41,12 @@ def test_module_layers_match_the_models():
 def test_schema_enums_match_the_grid():
     schema = conf.schema()
     ds = schema["definitions"]["dataset"]["properties"]
-    assert ds["archs"]["items"]["enum"] == list(vocab.ARCHS)
+    # archs and datasets are open names (a config's own archs, `kind: folder` datasets) that advlayers.grid.validate
+    # checks; the schema's descriptions name the built-in ones
+    assert ds["archs"]["items"] == {"$ref": "#/definitions/arch"}
+    assert all(arch in schema["definitions"]["arch"]["description"] for arch in vocab.ARCHS)
     assert sorted(ds["recipe"]["enum"]) == sorted(PRESETS) == sorted(vocab.RECIPES)
-    assert schema["properties"]["datasets"]["propertyNames"]["enum"] == list(vocab.DATASETS)
+    assert ", ".join(vocab.DATASETS) in schema["properties"]["datasets"]["description"]
     assert set(schema["properties"]["analyses"]["properties"]) == set(vocab.ANALYSES)
     from dataclasses import fields
 

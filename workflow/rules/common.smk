@@ -47,6 +47,10 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
+# A `package.module:function` arch builder is imported from the config file's folder unless `archs.<a>.path`
+# names another: the jobs get the folder in their config.
+validate.fill_arch_paths(config, workflow.configfiles)
+
 
 # Each GPU job's runtime: the cost model's estimate x cluster.safety_factor within cluster.max_runtime, unless the
 # config sets it (advlayers.tools.sizing). A job that cannot fit (no resume state) is, like a missing dataset,

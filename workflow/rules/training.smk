@@ -7,6 +7,8 @@ rule pretrain:
     input:
         data=lambda wc: layout.data_path(wc.dataset),
         library=library("pretrain"),
+        # a net with published weights is imported instead (rule import_pretrained): this rule cannot make it
+        published=lambda wc: conf.not_trained_marker(config, wc.dataset, wc.arch, wc.pretraining),
     output:
         model=layout.pattern("pretrained"),
         # the epoch-0 weights: Fig. 7's rewind source
@@ -29,6 +31,32 @@ rule pretrain:
         "../envs/advlayers.yaml"
     script:
         "../scripts/pretrain.py"
+
+
+rule import_pretrained:
+    """Published weights (config `datasets.<d>.pretrained`) written as the pretrained net's checkpoint, source and
+    sha256 recorded: replaces `pretrain` for that net (its normalisation is checked against the dataset's)."""
+    input:
+        data=lambda wc: layout.data_path(wc.dataset),
+        library=library("import_pretrained"),
+        weights=lambda wc: conf.weights_input(config, wc.dataset, wc.arch, wc.pretraining),
+    output:
+        model=layout.pattern("pretrained"),
+        initial=layout.pattern("initial"),
+    params:
+        source=lambda wc: conf.published_weights(config, wc.dataset, wc.arch, wc.pretraining),
+        width=lambda wc: conf.width(config, wc.dataset),
+    log:
+        log_of("import_pretrained"),
+    benchmark:
+        benchmark_of("import_pretrained")
+    resources:
+        runtime=30,
+        mem_mb=8000,
+    conda:
+        "../envs/advlayers.yaml"
+    script:
+        "../scripts/import_pretrained.py"
 
 
 rule retrain:

@@ -26,6 +26,10 @@ def setup(snakemake) -> logging.Logger:
                         force=True)
     if "torch" in sys.modules:  # too late for the environment variable
         sys.modules["torch"].set_num_threads(snakemake.threads)
+    if snakemake.config.get("archs"):  # the config's own archs, buildable by name in this job
+        from advlayers.core.splitting import register_config_archs
+
+        register_config_archs(snakemake.config)
     log = logging.getLogger(f"workflow.{snakemake.rule}")
     log.info("rule %s, wildcards %s, threads %s, library %s", snakemake.rule, dict(snakemake.wildcards),
              snakemake.threads, SRC)

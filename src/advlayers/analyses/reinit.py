@@ -71,7 +71,8 @@ def _check_choices(operation: str, bn_policy: str) -> None:
 
 def _fresh_state(model: ModularNet, seed: int) -> dict:
     spec = model.spec
-    return build_model(spec.arch, spec.num_classes, spec.image_size, seed=seed, width=spec.width).state_dict()
+    return build_model(spec.arch, spec.num_classes, spec.image_size, seed=seed, width=spec.width, mean=spec.mean,
+                       std=spec.std).state_dict()
 
 
 def _check_fresh(fresh: dict, initial_state: dict | None, layer: Layer, seed: int) -> None:

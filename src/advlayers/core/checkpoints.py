@@ -105,8 +105,13 @@ def load_checkpoint(path, *, arch: str | None = None, dataset: str | None = None
         except ArtifactError as e:
             raise CheckpointError(str(e)) from None
     check_expected(path, payload, {"arch": arch, "dataset": dataset, "num_classes": num_classes, **(expect or {})})
+    if payload.get("source"):  # a config arch: buildable from the checkpoint alone
+        from .splitting import ArchSource, register_source, source_of
+
+        if source_of(payload["arch"]) is None:
+            register_source(ArchSource(payload["arch"], payload["source"]))
     model = build_model(payload["arch"], payload["num_classes"], payload["image_size"],
-                        width=payload.get("width", 1.0))
+                        width=payload.get("width", 1.0), mean=payload.get("mean"), std=payload.get("std"))
     try:
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as e:

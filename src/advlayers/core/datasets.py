@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .._torchvision import torchvision
-from ..grid.validate import LAYOUTS
+from ..grid.validate import FOLDER_LAYOUT, LAYOUTS
 from ..grid.vocabulary import DATASETS
 from ..io import ArtifactError, atomic_write, read_json, state_digest, write_json
 from .splits import FOLDER_IMAGE_SIZE, AugmentSpec, FolderSplit, TensorSplit
@@ -56,6 +56,8 @@ class DatasetInfo:
     classes: list[str]
     in_memory: bool
     augment: AugmentSpec
+    mean: tuple | None = None  # the normalisation a model of this dataset applies; None: ImageNet's
+    std: tuple | None = None
 
 
 def check_dataset(name: str) -> str:
@@ -188,10 +190,11 @@ def _make_tensor_dataset(name, classes, x_train, y_train, x_test, y_test, spec: 
 
 # ---------------------------------------------------------------------------------------------- folders
 
-def _check_splits(name: str, folder: Path) -> Path:
+def _check_splits(name: str, folder: Path, expected: str | None = None) -> Path:
     for split in ("train", "val"):
         if not (folder / split).is_dir():
-            raise FileNotFoundError(f"dataset {name!r}: missing folder {folder / split}; expected {_LAYOUTS[name]}")
+            raise FileNotFoundError(f"dataset {name!r}: missing folder {folder / split}; "
+                                    f"expected {expected or _LAYOUTS[name]}")
     return folder
 
 
@@ -241,14 +244,23 @@ def _imagenette_dir(root, download: bool) -> Path:
     return _check_splits("imagenette", folders[0])
 
 
-def _folder_dataset(name: str, folder: Path, image_size: int) -> Dataset:
-    train = FolderSplit.from_folder(folder / "train", image_size)
-    test = FolderSplit.from_folder(folder / "val", image_size)
+def _folder_dataset(name: str, folder: Path, image_size: int, mean=None, std=None) -> Dataset:
+    augment = _AUGMENT.get(name, AugmentSpec(flip=True))
+    train = FolderSplit.from_folder(folder / "train", image_size, augment=augment)
+    test = FolderSplit.from_folder(folder / "val", image_size, augment=augment)
     if test.classes != train.classes:
         raise ValueError(f"dataset {name!r}: {folder / 'val'} has classes {test.classes[:5]}... but "
                          f"{folder / 'train'} has {train.classes[:5]}...; both need the same class folders")
-    info = DatasetInfo(name, len(train.classes), image_size, train.classes, False, _AUGMENT[name])
+    info = DatasetInfo(name, len(train.classes), image_size, train.classes, False, augment,
+                       None if mean is None else tuple(mean), None if std is None else tuple(std))
     return Dataset(info, train, test)
+
+
+def _own_folder(name: str, root) -> Path:
+    """The folder of a `kind: folder` dataset: <root>/train/<class>/*, <root>/val/<class>/*."""
+    if root is None:
+        raise FileNotFoundError(f"dataset {name!r} (kind folder) needs root=<path>; expected {FOLDER_LAYOUT}")
+    return _check_splits(name, Path(root).expanduser().absolute(), FOLDER_LAYOUT)
 
 
 def _folder_root(name: str, root, download: bool) -> Path:
@@ -283,6 +295,18 @@ def _summary(ds: Dataset) -> dict:
     info = ds.info
     return {"name": info.name, "n_train": len(ds.train), "n_test": len(ds.test), "num_classes": info.num_classes,
             "image_size": info.image_size, "classes": list(info.classes)}
+
+
+def prepare_folder(name: str, root, out_path, *, image_size: int = FOLDER_IMAGE_SIZE, mean=None, std=None) -> dict:
+    """`prepare_dataset` for your own ImageFolder dataset (config `kind: folder`): any name, classes from the
+    folders, `image_size`, optional normalisation `mean`/`std` (default ImageNet's)."""
+    folder = _own_folder(name, root)
+    ds = _folder_dataset(name, folder, image_size, mean, std)
+    manifest = {"format": FORMAT, "kind": "folder", **_summary(ds), "root": str(folder), "mean": mean, "std": std,
+                "train_files_digest": _files_digest(ds.train, folder),
+                "test_files_digest": _files_digest(ds.test, folder)}
+    atomic_write(Path(out_path), json.dumps(manifest, indent=1))
+    return _summary(ds)
 
 
 def prepare_dataset(name: str, root, out_path, *, download: bool = False) -> dict:
@@ -324,7 +348,8 @@ def load_prepared(path) -> Dataset:
     manifest = read_json(path)
     _check_format(path, manifest)
     folder = Path(manifest["root"])
-    ds = _folder_dataset(manifest["name"], _check_splits(manifest["name"], folder), manifest["image_size"])
+    ds = _folder_dataset(manifest["name"], _check_splits(manifest["name"], folder, FOLDER_LAYOUT),
+                         manifest["image_size"], manifest.get("mean"), manifest.get("std"))
     if (_files_digest(ds.train, folder), _files_digest(ds.test, folder), ds.info.classes) != (
             manifest["train_files_digest"], manifest["test_files_digest"], manifest["classes"]):
         raise ValueError(f"{folder} changed since {path} was prepared; run prepare_dataset again")
@@ -334,4 +359,5 @@ def load_prepared(path) -> Dataset:
 def _check_format(path: Path, data) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not an advlayers dataset artifact (format {FORMAT!r})")
-    check_dataset(data["name"])
+    if data.get("kind") != "folder":
+        check_dataset(data["name"])

@@ -32,6 +32,7 @@ figures and for `advlayers.tools.export`.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,7 @@ from torch import nn
 from .._torchvision import torchvision
 from ..checks import check_number
 from ..grid.vocabulary import MODULE_NAMES, NUM_MODULES
+from . import splitting
 
 # ImageNet statistics: torchvision's convention, used for every dataset so that a model's input is
 # always [0,1] pixels (dataset-specific statistics would only shift the first BatchNorm).
@@ -63,10 +65,18 @@ class ModelSpec:
     num_classes: int
     image_size: int
     width: float = 1.0
+    mean: tuple = IMAGENET_MEAN  # the input normalisation (m0's first layer)
+    std: tuple = IMAGENET_STD
+    source: str = ""  # a config arch's source (`core.splitting`); "" for the built-in archs
 
     def as_dict(self) -> dict:
-        return {"arch": self.arch, "num_classes": self.num_classes, "image_size": self.image_size,
-                "width": self.width}
+        out = {"arch": self.arch, "num_classes": self.num_classes, "image_size": self.image_size,
+               "width": self.width}
+        if (tuple(self.mean), tuple(self.std)) != (IMAGENET_MEAN, IMAGENET_STD):
+            out.update(mean=list(self.mean), std=list(self.std))
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
 class ModularNet(nn.Sequential):
@@ -179,34 +189,58 @@ _BUILDERS = {
 def register_arch(name: str, builder) -> None:
     """Add an architecture: `builder(name, num_classes) -> [m0, ..., m5]` (six nn.Modules applied in order,
     cut at the downsampling layers, m0 starting with `Normalize()`; a builder taking `width=` gets the width
-    multiplier). Training, attacks, evaluation and the analyses then work on it by name (the workflow lists
-    the four paper archs: add yours to `advlayers.grid.MODULE_LAYERS` and the config schema to run it there)."""
+    multiplier). Training, attacks, evaluation and the analyses then work on it by name. For the workflow, name
+    your arch in the config's `archs` section instead (`advlayers.core.splitting`: any nn.Module, split
+    automatically; docs/own-model.md)."""
     if name in _BUILDERS:
         raise ValueError(f"arch {name!r} is already registered")
     _BUILDERS[name] = builder
 
 
 def check_arch(arch: str) -> str:
-    if arch not in _BUILDERS:
-        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(_BUILDERS)}")
+    if arch not in _BUILDERS and splitting.source_of(arch) is None:
+        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(_BUILDERS)} or an arch of the config's "
+                         "`archs` section (advlayers.core.splitting.register_config_archs)")
     return arch
 
 
+def _with_names(modules, net, spec: ModelSpec, names: dict | None = None) -> ModularNet:
+    tv_name = names if names is not None else {id(m): name for name, m in net.named_modules() if name}
+    model = ModularNet(modules, spec)
+    model.torchvision_names = {name: tv_name[id(m)] for name, m in model.named_modules() if id(m) in tv_name}
+    return model
+
+
+def _build_split(arch: str, num_classes: int, spec: ModelSpec) -> ModularNet:
+    source = splitting.source_of(arch)
+    if spec.width != 1.0:
+        raise ValueError(f"arch {arch!r} ({source.source}): width applies only to the built-in archs; leave it at 1")
+    net = splitting.build_plain(source.source, num_classes, source.path)
+    modules, names = splitting.split_net(net, Normalize(spec.mean, spec.std), spec.image_size, source.cuts)
+    model = _with_names(modules, net, spec, names)
+    counts = tuple(Counter(layer.module for layer in layers(model)).get(m, 0) for m in MODULE_NAMES)
+    if source.module_layers is not None and counts != tuple(source.module_layers):
+        raise ValueError(f"arch {arch!r}: the traced split has {list(counts)} layers in m0..m5, the config says "
+                         f"archs.{arch}.module_layers = {list(source.module_layers)}; set it to {list(counts)}")
+    return model
+
+
 def _build(arch: str, num_classes: int, spec: ModelSpec) -> ModularNet:
+    if arch not in _BUILDERS:
+        return _build_split(arch, num_classes, spec)
     builder = _BUILDERS[arch]
     if builder in (_resnet_modules, _vgg_modules):
         modules, net = builder(arch, num_classes, spec.width)
-        tv_name = {id(m): name for name, m in net.named_modules() if name}
-        model = ModularNet(modules, spec)
-        model.torchvision_names = {name: tv_name[id(m)] for name, m in model.named_modules() if id(m) in tv_name}
-        return model
+        modules[0][0].mean.copy_(torch.tensor(spec.mean).view(1, -1, 1, 1))
+        modules[0][0].std.copy_(torch.tensor(spec.std).view(1, -1, 1, 1))
+        return _with_names(modules, net, spec)
     if spec.width != 1.0:
         return ModularNet(builder(arch, num_classes, width=spec.width), spec)
     return ModularNet(builder(arch, num_classes), spec)
 
 
 def build_model(arch: str, num_classes: int, image_size: int, seed: int | None = None,
-                width: float = 1.0) -> ModularNet:
+                width: float = 1.0, mean=None, std=None) -> ModularNet:
     """A freshly initialised (torchvision's initialisation) six-module model, `width` x torchvision's channels.
 
     With `seed`, the initialisation is drawn from a private generator state so it does not depend on, and
@@ -218,12 +252,22 @@ def build_model(arch: str, num_classes: int, image_size: int, seed: int | None =
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
         raise ValueError(f"image_size must be an integer >= 32 (five 2x downsamplings), got {image_size!r}")
     width = check_number("width", width, minimum=0, maximum=4, strict=True)
-    spec = ModelSpec(arch, num_classes, image_size, width)
+    mean, std = _check_stats(mean, std)
+    source = splitting.source_of(arch)
+    spec = ModelSpec(arch, num_classes, image_size, width, mean, std, source.source if source else "")
     if seed is None:
         return _build(arch, num_classes, spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(arch, num_classes, spec)
+
+
+def _check_stats(mean, std) -> tuple[tuple, tuple]:
+    mean = IMAGENET_MEAN if mean is None else tuple(float(v) for v in mean)
+    std = IMAGENET_STD if std is None else tuple(float(v) for v in std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std are 3 numbers each, std > 0; got mean={list(mean)}, std={list(std)}")
+    return mean, std
 
 
 def split_modules(model: ModularNet) -> list[nn.Module]:

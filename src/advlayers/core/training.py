@@ -109,7 +109,8 @@ def redraw(model: ModularNet, units: list[str], seed: int) -> ModularNet:
     (BatchNorm: weight 1, bias 0, running mean 0, running var 1, batch counter 0). In place."""
     check_units(model, units)
     spec = model.spec
-    fresh = build_model(spec.arch, spec.num_classes, spec.image_size, seed=seed, width=spec.width)
+    fresh = build_model(spec.arch, spec.num_classes, spec.image_size, seed=seed, width=spec.width, mean=spec.mean,
+                        std=spec.std)
     with torch.no_grad():
         for u in units:
             model.get_submodule(u).load_state_dict(fresh.get_submodule(u).state_dict())  # copies onto model's device
@@ -362,7 +363,8 @@ def pretrain(arch: str, dataset, recipe: Recipe, *, mode: str, seed: int, device
     `build_model(..., seed=seed, width=width)`.
     """
     torch.manual_seed(seed)
-    model = build_model(arch, dataset.info.num_classes, dataset.info.image_size, seed=seed, width=width)
+    model = build_model(arch, dataset.info.num_classes, dataset.info.image_size, seed=seed, width=width,
+                        mean=dataset.info.mean, std=dataset.info.std)
     return train(model, dataset.train, replace(recipe, include_clean=False), mode=mode, seed=seed, device=device,
                  state_path=state_path, progress=progress)
 

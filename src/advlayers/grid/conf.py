@@ -89,6 +89,29 @@ def width(config: dict, dataset: str) -> float:
     return float(with_defaults(dataset_config(config, dataset), "datasets", "*")["width"])
 
 
+def published_weights(config: dict, dataset: str, arch: str, pretraining: str) -> str | None:
+    """The published weights (`datasets.<d>.pretrained.<arch>.<pretraining>`) that replace this net's
+    pretraining, or None: the net is pretrained by the workflow."""
+    return ((dataset_config(config, dataset).get("pretrained") or {}).get(arch) or {}).get(pretraining)
+
+
+def not_trained_marker(config: dict, dataset: str, arch: str, pretraining: str) -> list[str]:
+    """The pretrain rule's extra input: for a net with published weights, a name no rule makes (so the workflow
+    imports it instead, rule import_pretrained); else nothing."""
+    if published_weights(config, dataset, arch, pretraining) is None:
+        return []
+    return [f"(published weights, not trained: {dataset} {arch} {pretraining})"]
+
+
+def weights_input(config: dict, dataset: str, arch: str, pretraining: str) -> list[str]:
+    """import_pretrained's input: the weights file, nothing for a torchvision enum, and a name no rule makes for a
+    net the workflow pretrains (so `pretrain` makes it)."""
+    source = published_weights(config, dataset, arch, pretraining)
+    if source is None:
+        return [f"(no published weights configured: {dataset} {arch} {pretraining})"]
+    return [] if source.startswith("torchvision:") else [source]
+
+
 def grouping(config: dict) -> dict:
     """How retraining cells are grouped into jobs (config `grouping`, defaults filled in)."""
     return with_defaults(config.get("grouping"), "grouping")

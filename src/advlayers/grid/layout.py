@@ -27,7 +27,7 @@ import re
 
 from .vocabulary import (
     EMBED_METHODS,
-    FOLDER_DATASETS,
+    is_folder_dataset,
     PRETRAININGS,
     ConfigError,
     Setting,
@@ -132,7 +132,7 @@ def _net(s: Setting) -> dict:
 
 
 def data_path(dataset: str) -> str:
-    return path("data", dataset=dataset, ext="json" if dataset in FOLDER_DATASETS else "pt")
+    return path("data", dataset=dataset, ext="json" if is_folder_dataset(dataset) else "pt")
 
 
 def pretrained_path(s: Setting) -> str:
@@ -235,7 +235,7 @@ def divergence_path(s: Setting) -> str:
 
 NET_JOB = f"{_NET}/{{pretraining}}"  # the wildcards of a job on one pretrained net, as a path
 # Each rule's job as a path of its wildcards: its log's and benchmark file's name, and its name in `cost`.
-JOBS = {"pretrain": NET_JOB, "retrain": f"{NET_JOB}_then_{{retraining}}/{{group}}", "evaluate": f"{NET_JOB}/{{unit}}",
+JOBS = {"pretrain": NET_JOB, "import_pretrained": NET_JOB, "retrain": f"{NET_JOB}_then_{{retraining}}/{{group}}", "evaluate": f"{NET_JOB}/{{unit}}",
         "evaluate_autoattack": f"{NET_JOB}/{{unit}}", "reinit": NET_JOB, "sample_features": NET_JOB,
         "embed_features": f"{NET_JOB}_{{method}}", "feature_divergence": NET_JOB}
 

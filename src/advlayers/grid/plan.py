@@ -340,7 +340,8 @@ RESUMABLE_RULES = ("pretrain", "retrain")
 def gpu_jobs(config: dict) -> list[tuple[str, Setting, str]]:
     """(rule, setting, unit) of every GPU job: unit = 'pretrain' / a group id (retraining) / an evaluation unit /
     'autoattack' / 'reinit' / 'features'."""
-    jobs = [("pretrain", s, "pretrain") for s in settings(config)]
+    jobs = [("pretrain", s, "pretrain") for s in settings(config)  # published weights: imported, not trained
+            if not conf.published_weights(config, s.dataset, s.arch, s.pretraining)]
     for setting, grouped in groups(config).items():
         jobs += [("retrain", setting, g) for g in grouped]
     jobs += [("evaluate", s, unit) for s in settings(config) for unit in evaluation_units(config, s)]

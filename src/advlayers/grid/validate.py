@@ -20,8 +20,11 @@ from .vocabulary import (
     PRETRAINED,
     RECIPES,
     ConfigError,
+    known_archs,
     mask_modules,
     part_size,
+    register_folder_dataset,
+    register_module_layers,
 )
 
 
@@ -83,6 +86,14 @@ def load(path, *, roots: bool = True) -> dict:
     return config
 
 
+def fill_arch_paths(config: dict, configfiles) -> None:
+    """`archs.<a>.path` defaults to the folder of the (last) config file: where a package.module:function builder
+    is imported from."""
+    for arch in (config.get("archs") or {}).values():
+        if arch.get("path") is None and configfiles:
+            arch["path"] = str(Path(configfiles[-1]).resolve().parent)
+
+
 # --------------------------------------------------------------------------- checks beyond the schema
 
 
@@ -94,12 +105,18 @@ def check(config: dict, root_exists=None) -> None:
     """Cross-references the JSON schema cannot express; raises ConfigError naming the key and the valid choices.
 
     `root_exists(dataset, root)`: a check of a dataset folder (`check_root`), run before any job."""
+    for name, spec in (config.get("archs") or {}).items():
+        if name in ARCHS:
+            _invalid("archs", name, ["a name that is not a paper arch"])
+        register_module_layers(name, spec["module_layers"])
+    archs = known_archs()
+    check_folder_datasets(config)
     for ds, dcfg in config["datasets"].items():
-        if ds not in DATASETS:
-            _invalid("datasets", ds, DATASETS)
+        if ds not in DATASETS and dcfg.get("kind") != "folder":
+            _invalid("datasets", ds, [*DATASETS, "any name with kind: folder"])
         for arch in dcfg["archs"]:
-            if arch not in ARCHS:
-                _invalid(f"datasets.{ds}.archs", arch, ARCHS)
+            if arch not in archs:
+                _invalid(f"datasets.{ds}.archs", arch, archs)
         if dcfg["recipe"] not in RECIPES:
             _invalid(f"datasets.{ds}.recipe", dcfg["recipe"], RECIPES)
         if root_exists is not None and ds not in EMBEDDED_DATASETS:
@@ -177,29 +194,68 @@ LAYOUTS = {
 }
 
 
+FOLDER_LAYOUT = "<root>/train/<class>/* and <root>/val/<class>/* (ImageFolder layout: one folder per class)"
+TEST_SIZES = {"mnist5k": 1000, "digits": 360, "cifar10": 10000}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def test_size(dataset: str, dcfg: dict) -> int | None:
+    """The test split's size where known without torch: the embedded and CIFAR sets, or a `kind: folder`
+    dataset's image files in <root>/val (None if its root is not there)."""
+    if dataset in TEST_SIZES:
+        return TEST_SIZES[dataset]
+    val = os.path.join(os.path.expanduser(str(dcfg.get("root"))), "val")
+    if dcfg.get("kind") != "folder" or not os.path.isdir(val):
+        return None
+    return sum(f.lower().endswith(IMAGE_SUFFIXES) for _, _, files in os.walk(val) for f in files)
+
+
+def check_folder_datasets(config: dict) -> None:
+    """Names and settings of `kind: folder` datasets; an eval `n` above the test set size (where known without
+    torch: the embedded and CIFAR sets, folders) is an error."""
+    for ds, dcfg in config["datasets"].items():
+        if dcfg.get("kind") == "folder" and ds in DATASETS:
+            _invalid(f"datasets.{ds}.kind", "folder", [f"a dataset name other than {', '.join(DATASETS)}"])
+        if dcfg.get("kind") != "folder":
+            for key in ("image_size", "mean", "std"):
+                if dcfg.get(key) is not None:
+                    _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for datasets of kind: folder"])
+        else:
+            register_folder_dataset(ds)
+        size = test_size(ds, dcfg)
+        for name in (None, "reinit", "features"):
+            n = eval_settings(config, ds, name).get("n")
+            where = f"datasets.{ds}.eval.n" if name is None else f"analyses.{name}.eval.n"
+            if size is not None and n is not None and n > size:
+                found = f"in {dcfg['root']}/val" if dcfg.get("kind") == "folder" else "test images"
+                raise ConfigError(f"config error: {where} = {n} is above the test set size of {ds} ({size} {found}); "
+                                  f"valid: 1..{size} or null (all)")
+
+
 def check_root(dataset: str, root) -> None:
     """One-line ConfigError unless `root` looks like `dataset`'s download (a cheap look at the layout; the
     data job verifies the files themselves). The workflow cannot download: the message says what to put there."""
     key = f"datasets.{dataset}.root"
+    expected = LAYOUTS.get(dataset, FOLDER_LAYOUT)
     if root is None:
-        raise ConfigError(f"config error: {key} is not set; point it at {LAYOUTS[dataset]}")
+        raise ConfigError(f"config error: {key} is not set; point it at {expected}")
     path = os.path.abspath(os.path.expanduser(str(root)))
     if not os.path.exists(path):
-        raise ConfigError(f"config error: {key} = {root!r} does not exist; expected {LAYOUTS[dataset]}")
+        raise ConfigError(f"config error: {key} = {root!r} does not exist; expected {expected}")
     if dataset == "cifar10":
         folder = path if os.path.isfile(os.path.join(path, "batches.meta")) else os.path.join(path, CIFAR_DIR)
         missing = [f for f in CIFAR_FILES if not os.path.isfile(os.path.join(folder, f))]
         if missing:
-            raise ConfigError(f"config error: {key} = {root!r} lacks {', '.join(missing)}; expected {LAYOUTS[dataset]}")
+            raise ConfigError(f"config error: {key} = {root!r} lacks {', '.join(missing)}; expected {expected}")
     elif dataset == "imagenette":
         if os.path.isfile(path):
             return
         entries = os.listdir(path)
         if not ({"train", "val"} <= set(entries) or any(e.startswith("imagenette2") for e in entries)):
             raise ConfigError(f"config error: {key} = {root!r} holds neither train/ and val/ nor an imagenette2* "
-                              f"folder or archive; expected {LAYOUTS[dataset]}")
-    elif dataset == "imagenet":
+                              f"folder or archive; expected {expected}")
+    else:  # imagenet and `kind: folder` datasets
         missing = [s for s in ("train", "val") if not os.path.isdir(os.path.join(path, s))]
         if missing:
             raise ConfigError(f"config error: {key} = {root!r} lacks {'/ and '.join(missing)}/; expected "
-                              f"{LAYOUTS[dataset]}")
+                              f"{expected}")

@@ -33,6 +33,7 @@ NUM_MODULES = 6
 MODULE_NAMES = tuple(f"m{i}" for i in range(NUM_MODULES))
 DATASETS = ("mnist5k", "digits", "cifar10", "imagenette", "imagenet")
 FOLDER_DATASETS = ("imagenette", "imagenet")  # streamed image folders; the others are held in memory
+USER_FOLDER_DATASETS: set[str] = set()  # a config's `kind: folder` datasets (`register_folder_dataset`)
 EMBEDDED_DATASETS = ("mnist5k", "digits")  # shipped inside installed packages: no root, no download
 # Layers (conv/linear + BatchNorm, `core.models.layers`) in each module m0..m5, per arch; the counts are
 # checked against the built models by tests/test_grid.py.
@@ -42,7 +43,7 @@ MODULE_LAYERS = {
     "vgg11_bn": (1, 1, 2, 2, 2, 3),
     "vgg16_bn": (2, 2, 3, 3, 3, 3),
 }
-ARCHS = tuple(MODULE_LAYERS)
+ARCHS = tuple(MODULE_LAYERS)  # the paper's archs; a config's `archs` adds its own (`register_module_layers`)
 LAYER_COUNTS = {arch: sum(counts) for arch, counts in MODULE_LAYERS.items()}
 ANALYSES = ("layer_cutoff", "module_subsets", "reinit", "features")
 REINIT_OPERATIONS = ("rewind", "redraw")
@@ -85,6 +86,33 @@ def check(name: str, value, valid):
     if value not in valid:
         raise ConfigError(f"{name} = {value!r} is not valid; valid choices: {', '.join(map(str, valid))}")
     return value
+
+
+def register_module_layers(arch: str, module_layers) -> None:
+    """Add a config arch (`archs.NAME.module_layers`: its layers per module m0..m5, as `advlayers layers NAME`
+    prints them) to the grid's vocabulary; the built net is checked against it (`core.models.build_model`)."""
+    counts = tuple(int(c) for c in module_layers)
+    if len(counts) != NUM_MODULES or min(counts) < 0 or sum(counts) < 1:
+        raise ConfigError(f"archs.{arch}.module_layers = {list(counts)} is not valid; valid: {NUM_MODULES} layer "
+                          "counts (m0..m5) as `advlayers layers` prints them")
+    if arch in ARCHS:
+        raise ConfigError(f"archs.{arch}: {arch} is a paper arch; choose another name")
+    MODULE_LAYERS[arch] = counts
+    LAYER_COUNTS[arch] = sum(counts)
+
+
+def register_folder_dataset(name: str) -> None:
+    """A config's own ImageFolder dataset (`kind: folder`): prepared as a JSON manifest, streamed from disk."""
+    USER_FOLDER_DATASETS.add(name)
+
+
+def is_folder_dataset(name: str) -> bool:
+    return name in FOLDER_DATASETS or name in USER_FOLDER_DATASETS
+
+
+def known_archs() -> tuple[str, ...]:
+    """The paper's archs and those a config registered."""
+    return tuple(MODULE_LAYERS)
 
 
 def opposite(pretraining: str) -> str:
@@ -159,7 +187,7 @@ def cutoff_mask(cutoff: int, direction: str) -> str:
 
 def module_spans(arch: str) -> list[range]:
     """The layer indices of each module m0..m5."""
-    check("arch", arch, ARCHS)
+    check("arch", arch, known_archs())
     spans, start = [], 0
     for count in MODULE_LAYERS[arch]:
         spans.append(range(start, start + count))
@@ -170,7 +198,7 @@ def module_spans(arch: str) -> list[range]:
 def layer_range(arch: str, k: int, direction: str = "before") -> range:
     """Layer cut-off k: 'before' = layers 0..k-1, 'after' = layers k..L-1."""
     check("direction", direction, DIRECTIONS)
-    n = LAYER_COUNTS[check("arch", arch, ARCHS)]
+    n = LAYER_COUNTS[check("arch", arch, known_archs())]
     if not (isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= n):
         raise ConfigError(f"layer cut-off must be an integer in 0..{n} ({arch} has {n} layers), got {k!r}")
     return range(0, k) if direction == "before" else range(k, n)

@@ -57,7 +57,8 @@ def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides:
                       pretraining=pretraining, retraining="none", retrained_modules=[], units=[],
                       world_size=distributed.world_size(), recipe_overrides=overrides)
         if distributed.is_main():
-            model = build_model(arch, info.num_classes, info.image_size, seed=seed, width=width)
+            model = build_model(arch, info.num_classes, info.image_size, seed=seed, width=width, mean=info.mean,
+                                std=info.std)
             save_checkpoint(initial, model, epoch=0, provenance=provenance.environment(device),
                             cell="initial", epochs=0, **common)
             log.info("wrote the initial weights %s", initial)

@@ -49,20 +49,9 @@ log = logging.getLogger(__name__)
 
 
 def layers_command(args) -> int:
-    from ..core.models import build_model, check_arch, layers, parameter_count
+    from .archs import layers_command as run
 
-    model = build_model(check_arch(args.arch), args.num_classes, 32, width=args.width)
-    rows = [("index", "module", "advlayers name", "torchvision name", "BatchNorm", "params")]
-    for layer in layers(model):
-        bn = layer.names[1] if len(layer.names) > 1 else "-"
-        rows.append((str(layer.index), layer.module, layer.name, layer.torchvision_name or "-", bn,
-                     f"{parameter_count(model, list(layer.names)):,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.rjust(w) if i in (0, 5) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
-    print(f"{len(rows) - 1} layers, {parameter_count(model):,} parameters ({args.arch}, width {args.width:g}, "
-          f"{args.num_classes} classes)")
-    return 0
+    return run(args)
 
 
 # --------------------------------------------------------------------------- export
@@ -169,8 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="the layer table of an architecture",
                        description="Every conv/linear layer: index, module, advlayers and torchvision name, "
                        "BatchNorm, parameters.")
-    p.add_argument("arch", metavar="ARCH", help="resnet18, resnet50, vgg11_bn, vgg16_bn")
+    p.add_argument("arch", metavar="ARCH", help="resnet18, resnet50, vgg11_bn, vgg16_bn, torchvision:NAME, timm:NAME, "
+                   "package.module:function, or an arch of --config's `archs`")
     p.add_argument("--width", type=_width, default=1.0, metavar="W", help="channel multiplier (1)")
+    p.add_argument("--config", metavar="FILE", help="a workflow config whose `archs` section names ARCH")
+    p.add_argument("--image-size", type=_positive_int, default=32, help="input size of the trace (32)")
+    p.add_argument("--nodes", action="store_true", help="list the fx nodes and output sizes (for archs.NAME.cuts)")
     p.add_argument("--num-classes", type=_positive_int, default=10, help=argparse.SUPPRESS)
     p.set_defaults(run=layers_command)
 
