@@ -170,7 +170,7 @@ def own_repo(tmp_path: Path) -> Path:
 def test_config_checks_own_names_and_eval_n(tmp_path, monkeypatch):
     root = own_repo(tmp_path)
     monkeypatch.chdir(root)  # the config's paths are relative to the working directory, as in the workflow
-    (root / "own.yaml").write_text(OWN_CONFIG.replace("n: 18", "n: 19"))
+    (root / "own.yaml").write_text(OWN_CONFIG.replace("n: null", "n: 19"))
     with pytest.raises(ConfigError, match=r"datasets\.shapes3\.eval\.n = 19 is above the test set size of shapes3 \(18"):
         validate.load(root / "own.yaml")
     (root / "own.yaml").write_text(OWN_CONFIG.replace("archs: [resnet18,", "archs: [resnet19,"))

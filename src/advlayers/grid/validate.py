@@ -14,6 +14,7 @@ from .conf import analysis, eval_settings
 from .vocabulary import (
     ARCHS,
     DATASETS,
+    TEST_SIZES,
     DIRECTIONS,
     EMBEDDED_DATASETS,
     LAYER_COUNTS,
@@ -170,14 +171,18 @@ def _check_evals(config: dict) -> None:
                 counts["autoattack.n"] = (dcfg.get("autoattack") or {}).get("n")
             if name == "features" and (analysis(config, "features") or {}).get("dataset") == ds:
                 counts["n_images"] = analysis(config, "features")["n_images"]
+            n_test = test_size(ds, dcfg)
             for key, n in counts.items():
-                _check_part_size(f"{where}: {key}", ds, ev["images"], n)
+                _check_part_size(f"{where}: {key}", ds, ev["images"], n, n_test)
 
 
-def _check_part_size(key: str, dataset: str, part: str, n) -> None:
-    """n test images must fit in the image part they are drawn from (`vocabulary.part_size`)."""
-    size = part_size(dataset, part)
-    if n is not None and n > size:
+def _check_part_size(key: str, dataset: str, part: str, n, n_test: int | None) -> None:
+    """n test images must fit in the image part they are drawn from (`vocabulary.part_size`); a test split whose
+    size is unknown before the data job (a folder not there yet) is checked by the jobs."""
+    if n is None or n_test is None:
+        return
+    size = part_size(dataset, part, n_test)
+    if n > size:
         raise ConfigError(f"config error: {key} = {n} test images, but the {part} part of {dataset}'s test split has "
                           f"{size} (eval.images: {part}); choose at most {size}, or null for the whole part")
 
@@ -195,7 +200,6 @@ LAYOUTS = {
 
 
 FOLDER_LAYOUT = "<root>/train/<class>/* and <root>/val/<class>/* (ImageFolder layout: one folder per class)"
-TEST_SIZES = {"mnist5k": 1000, "digits": 360, "cifar10": 10000}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -204,6 +208,8 @@ def test_size(dataset: str, dcfg: dict) -> int | None:
     dataset's image files in <root>/val (None if its root is not there)."""
     if dataset in TEST_SIZES:
         return TEST_SIZES[dataset]
+    if dataset in DATASETS:  # a built-in dataset of unknown size: the jobs check the loaded split
+        return None
     val = os.path.join(os.path.expanduser(str(dcfg.get("root"))), "val")
     if dcfg.get("kind") != "folder" or not os.path.isdir(val):
         return None

@@ -61,6 +61,7 @@ The enumeration is `advlayers.grid`'s.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,7 @@ class Job:
     arch: str
     name: str
     seconds: float
+    unpriced: str = ""  # why the model could not price it (seconds is then NaN)
 
 
 # --------------------------------------------------------------------------- config
@@ -189,57 +191,73 @@ def _recipe(config: dict, dataset: str, retrain: bool):
     return get_recipe(params["name"], **params["overrides"])
 
 
-def jobs(config: dict, table: dict | None = None) -> list[Job]:
-    """Every GPU job of the config (`plan.gpu_jobs`, the Snakefile's enumeration), with single-GPU seconds."""
-    table = THROUGHPUT if table is None else table
-    out: list[Job] = []
-    groups = plan.groups(config)
+class _Estimator:
+    """Single-GPU seconds of one job of a config (`jobs`); a CostModelError where it has no throughput."""
 
-    def sizes(dataset):
+    def __init__(self, config: dict, table: dict):
+        self.config, self.table, self.groups = config, table, plan.groups(config)
+
+    def sizes(self, dataset):
         if dataset not in SPLIT_SIZES:
             raise CostModelError(f"unknown dataset {dataset!r} (known: {', '.join(SPLIT_SIZES)})")
         return SPLIT_SIZES[dataset]
 
-    def rate(dataset, arch):
-        return throughput(table, dataset, arch) / conf.width(config, dataset) ** 2
+    def rate(self, dataset, arch):
+        return throughput(self.table, dataset, arch) / conf.width(self.config, dataset) ** 2
 
-    def train_seconds(dataset, arch, recipe, mode):
-        n_train = sizes(dataset)[0]
+    def train_seconds(self, dataset, arch, recipe, mode):
+        n_train = self.sizes(dataset)[0]
         images = min(recipe.train_subset or n_train, n_train)
-        return recipe.epochs * images * train_units(recipe, mode) / (rate(dataset, arch) * _speed(recipe))
+        return recipe.epochs * images * train_units(recipe, mode) / (self.rate(dataset, arch) * _speed(recipe))
 
-    def eval_seconds(dataset, arch, ev, evaluations=1):
-        part = vocab.part_size(dataset, ev.get("images") or "confirmation", sizes(dataset)[1])  # eval.images
+    def eval_seconds(self, dataset, arch, ev, evaluations=1):
+        part = vocab.part_size(dataset, ev.get("images") or "confirmation", self.sizes(dataset)[1])  # eval.images
         n = min(ev.get("n") or part, part)
         units = eval_units(ev.get("steps") or 0, ev.get("restarts", 1))
-        return evaluations * n * units / rate(dataset, arch)
+        return evaluations * n * units / self.rate(dataset, arch)
 
-    for rule, s, unit in plan.gpu_jobs(config):
+    def __call__(self, rule, s, unit) -> float:
+        config = self.config
         if rule == "pretrain":
             recipe = dataclasses.replace(_recipe(config, s.dataset, False), include_clean=False)  # Madry: no clean
-            seconds = train_seconds(s.dataset, s.arch, recipe, s.pretraining)
+            return self.train_seconds(s.dataset, s.arch, recipe, s.pretraining)
         elif rule == "retrain":
             recipe = _recipe(config, s.dataset, True)
-            seconds = len(groups[s][unit]) * train_seconds(s.dataset, s.arch, recipe, s.retraining)
+            return len(self.groups[s][unit]) * self.train_seconds(s.dataset, s.arch, recipe, s.retraining)
         elif rule == "evaluate":
             nets = len(plan.evaluation_cells(config, s, unit))
-            seconds = eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset), nets)
+            return self.eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset), nets)
         elif rule == "evaluate_autoattack":
             aa = conf.autoattack_eval_settings(config, s.dataset)
-            part = vocab.part_size(s.dataset, aa["images"], sizes(s.dataset)[1])
+            part = vocab.part_size(s.dataset, aa["images"], self.sizes(s.dataset)[1])
             n = min(aa["n"] or part, part)
-            seconds = len(plan.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / rate(s.dataset, s.arch)
+            return len(plan.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / self.rate(s.dataset, s.arch)
         elif rule == "reinit":
             a = conf.analysis(config, "reinit")
             policies = len(a.get("bn_policies") or vocab.BN_POLICIES)
-            seconds = eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset, "reinit"),
-                                   1 + 2 * layer_count(s.arch) * policies)
+            return self.eval_seconds(s.dataset, s.arch, conf.eval_settings(config, s.dataset, "reinit"),
+                                     1 + 2 * layer_count(s.arch) * policies)
         else:  # sample_features: the attack on n_images test images (vector sampling is negligible)
             a = conf.analysis(config, "features")
             ev = {**conf.eval_settings(config, s.dataset, "features"), "n": a["n_images"]}
-            seconds = eval_seconds(s.dataset, s.arch, ev)
+            return self.eval_seconds(s.dataset, s.arch, ev)
+
+
+def jobs(config: dict, table: dict | None = None, *, strict: bool = True) -> list[Job]:
+    """Every GPU job of the config (`plan.gpu_jobs`, the Snakefile's enumeration), with single-GPU seconds. A job
+    the model cannot price (an own dataset or arch without a reference throughput) is a CostModelError, or with
+    `strict=False` a Job with seconds NaN and the reason in `unpriced`."""
+    estimate = _Estimator(config, THROUGHPUT if table is None else table)
+    out: list[Job] = []
+    for rule, s, unit in plan.gpu_jobs(config):
+        try:
+            seconds, unpriced = estimate(rule, s, unit), ""
+        except CostModelError as e:  # an own dataset or arch without a reference throughput
+            if strict:
+                raise
+            seconds, unpriced = math.nan, str(e)
         name = layout.job_name(rule, s, group=unit, unit=unit)
-        out.append(Job(rule, s.dataset, s.arch, name, seconds))
+        out.append(Job(rule, s.dataset, s.arch, name, seconds, unpriced))
     return out
 
 

@@ -78,7 +78,7 @@ def size(config: dict, throughputs: dict | None = None) -> dict[tuple[str, str],
     c = cluster(config)
     on_gpu = str(config.get("device", "cpu")).startswith("cuda")
     out = {}
-    for job in cost_model.jobs(config, table(config) if throughputs is None else throughputs):
+    for job in cost_model.jobs(config, table(config) if throughputs is None else throughputs, strict=False):
         gpus = job_gpus(config, job)
         wall_h = job.seconds / gpus / 3600
         explicit = conf.resources(config, job.dataset, job.rule, "runtime", None)
@@ -86,6 +86,10 @@ def size(config: dict, throughputs: dict | None = None) -> dict[tuple[str, str],
             needed, source = int(explicit), "config"
         elif not on_gpu:
             needed, source = int(c["cpu_runtime"]), "cpu"
+        elif job.unpriced:  # an own dataset or arch: the model has no throughput for it
+            raise ConfigError(f"config error: cannot size job {job.rule} {job.name}: {job.unpriced}; set "
+                              f"datasets.{job.dataset}.resources.{conf.RESOURCE_SECTION[job.rule]}.runtime (minutes) "
+                              "or cluster.throughput")
         else:
             needed = max(int(c["min_runtime"]), math.ceil(wall_h * 60 * c["safety_factor"]))
             source = "model"
