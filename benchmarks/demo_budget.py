@@ -13,7 +13,8 @@ resolving to fp32 (the path most laptops get); the cut-off figure with its claim
 results/claims/cutoff_<dataset>.md) had <= 265 T_step as a one-seed target. `fig2 claims` would
 add every analysis, since the whole claims check reads every table.
 
---isa native (default): this CPU, fp32 forced with ADVLAYERS_PRECISION=fp32. --isa avx2: the whole run,
+--isa native (default): this CPU, fp32 forced with ADVLAYERS_PRECISION=fp32. --isa auto: this CPU, the config's
+`precision: auto` (bf16 where oneDNN has native bf16, as a user's first run gets). --isa avx2: the whole run,
 T_step included, sees an AVX2-only CPU (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2,
 MKL_ENABLE_INSTRUCTIONS=AVX2: torch's kernels as on a CPU without AVX-512; clock, caches and memory stay this
 machine's) and `auto` decides by itself.
@@ -222,7 +223,7 @@ def config_seeds(root: Path) -> list[int]:
 
 def run(root: Path, targets: list[str], isa: str) -> dict:
     """Wall and CPU seconds (the whole process tree) of `snakemake --cores 2 <targets>` from scratch."""
-    env = {**os.environ, **({"ADVLAYERS_PRECISION": "fp32"} if isa == "native" else {})}
+    env = {**os.environ, **({"ADVLAYERS_PRECISION": "fp32"} if isa == "native" else {})}  # auto: as configured
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *targets], cwd=root, env=env,
@@ -277,7 +278,8 @@ def report(res: dict) -> str:
     m, ts, isa = res["machine"], res["t_step"], res["isa"]
     full = res["runs"]["all_figures"]
     chosen = ", ".join(full["precision"]) or "?"
-    how = ("precision forced to fp32 (ADVLAYERS_PRECISION=fp32; on this CPU `auto` would pick "
+    how = ("this CPU's own kernels, precision as configured (`auto`)" if isa == "auto" else
+           "precision forced to fp32 (ADVLAYERS_PRECISION=fp32; on this CPU `auto` would pick "
            f"{'bf16' if m['onednn_bf16'] else 'fp32'})" if isa == "native" else
            "torch's kernels capped at AVX2 (" + ", ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) +
            f": an AVX2-only CPU as torch sees it; oneDNN bf16 then {m['onednn_bf16']}), precision left at `auto`")
@@ -342,8 +344,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-fig2", action="store_true", help="skip the separate fig2 run")
     ap.add_argument("--write", action="store_true", help="update the demo section of benchmarks/results.md")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copies (results, figures)")
-    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
-                    help="native: this CPU, fp32 forced; avx2: oneDNN/ATen capped at AVX2, precision auto")
+    ap.add_argument("--isa", choices=("native", "avx2", "auto"), default="native",
+                    help="native: this CPU, fp32 forced; avx2: oneDNN/ATen capped at AVX2, precision auto; "
+                    "auto: this CPU, precision as configured (`auto`: bf16 where oneDNN has native bf16)")
     args = ap.parse_args(argv)
     if args.isa == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         # torch reads these at import: restart with them so that T_step and every job see the same CPU

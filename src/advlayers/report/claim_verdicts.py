@@ -10,18 +10,11 @@ import numpy as np
 import pandas as pd
 
 from ..stats import percentile_interval
+from .claim_rules import verdict as one_sided  # the verdict rule is unchanged in v2
 from .claim_rules_v2 import (C0_NOT_MET, CONTROL, CONTROLS, FAMILY_ALPHA, G_NOT_POSITIVE, KIND, NEEDS_CONTROL,
                              OVER_G, Claim)
 
 
-def one_sided(lo: float, hi: float, threshold: float, side: str) -> str:
-    """holds / fails / inconclusive from a 95% interval (nan bounds: inconclusive)."""
-    if math.isnan(lo) or math.isnan(hi):
-        return "inconclusive"
-    above, below = lo > threshold, hi < threshold
-    if side == ">":
-        return "holds" if above else "fails" if below else "inconclusive"
-    return "holds" if below else "fails" if above else "inconclusive"
 
 
 def plateau(lo: float, hi: float, small: float) -> str:
