@@ -10,7 +10,8 @@ rule verify:
         # the printed rebuild commands
         configfiles=[str(c) if os.path.relpath(c).startswith("..") else os.path.relpath(c)
                      for c in workflow.overwrite_configfiles],
-        cores=workflow.cores,
+        # a cluster profile runs without --cores (`workflow.cores` would raise): the printed commands then say 'all'
+        cores=workflow.resource_settings.cores or "all",
     log:
         layout.log_path("verify", "all"),
     benchmark:

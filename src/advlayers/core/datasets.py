@@ -305,7 +305,7 @@ def prepare_folder(name: str, root, out_path, *, image_size: int = FOLDER_IMAGE_
     manifest = {"format": FORMAT, "kind": "folder", **_summary(ds), "root": str(folder), "mean": mean, "std": std,
                 "train_files_digest": _files_digest(ds.train, folder),
                 "test_files_digest": _files_digest(ds.test, folder)}
-    atomic_write(Path(out_path), json.dumps(manifest, indent=1))
+    write_json(Path(out_path), manifest)  # with its self-digest (load_prepared checks it)
     return _summary(ds)
 
 
