@@ -604,6 +604,30 @@ def test_config_errors(name, edit, word):
     assert word in _config_error(edit)
 
 
+UNSAFE_TAGS = ['!!python/object/apply:os.system ["touch PWNED"]', "!!python/object:argparse.Namespace {}",
+               "!custom 3"]
+
+
+@pytest.mark.parametrize("tag", UNSAFE_TAGS, ids=["python-apply", "python-object", "custom"])
+@pytest.mark.parametrize("entry", ["verify", "cost", "layers"])
+def test_config_with_an_object_tag_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, entry, tag):
+    """Issue 20 G: a YAML tag in a config is refused by the safe loader; every CLI entry point that reads a config
+    says so in one line naming the file, its line and the tag (verify used to print a yaml traceback). Snakemake
+    itself parses --configfile before the Snakefile runs: its message is its own (docs/recovery.md)."""
+    lines = (REPO / "tests" / "tiny.yaml").read_text().splitlines()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("\n".join([*lines, f"evil: {tag}", ""]))
+    (tmp_path / "results").mkdir()
+    monkeypatch.chdir(tmp_path)
+    args = {"verify": ["verify", "--root", str(tmp_path), "--configfile", str(bad)],
+            "cost": ["cost", "--configfile", str(bad)], "layers": ["layers", "resnet18", "--config", str(bad)]}[entry]
+    assert cli.main(args) == 2
+    out = capsys.readouterr()
+    assert_one_line(out.err + out.out, str(bad), f"line {len(lines) + 1}", tag.split()[0].split("[")[0],
+                    "is not allowed")
+    assert not (tmp_path / "PWNED").exists()
+
+
 @pytest.mark.slow
 def test_config_error_stops_snakemake_before_any_job(tiny_run, tmp_path):
     config = yaml.safe_load((tiny_run / "tiny.yaml").read_text())
