@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from advlayers.analyses.features import FORMAT, load_activations, save_activations
@@ -167,3 +168,27 @@ def test_damaged_folder_manifest_is_refused_naming_the_file(manifest, edit):
         load_prepared(path)
     _one_line_naming(e, path, "corrupt")
     assert _verify_names(root, rel)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "head", "name", "tail"])
+def test_damaged_prepared_tensor_file_is_one_line_naming_it(tmp_path, damage):
+    """A prepared in-memory set (.pt) that is no zip archive any more is called a damaged torch file, not JSON."""
+    from advlayers.core.datasets import prepare_dataset
+
+    rel = layout.data_path("digits")
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    prepare_dataset("digits", None, path)
+    change = {"truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+              "head": _flip(0.0), "name": _flip(0.00005), "tail": _flip(0.9999)}[damage]
+    original = load_prepared(path)
+    _keep_mtime(path, change)
+    try:
+        loaded = load_prepared(path)
+    except ArtifactError as e:
+        assert "\n" not in str(e) and str(path) in str(e) and "corrupt" in str(e) and "JSON" not in str(e), str(e)
+        assert "weights_only" not in str(e)  # torch's advice to unpickle it unsafely is not passed on
+        assert _verify_names(tmp_path, rel)
+        return
+    assert damage == "tail" and all(torch.equal(a, b) for a, b in ((loaded.train.x, original.train.x),
+                                                                   (loaded.test.y, original.test.y)))
