@@ -196,3 +196,31 @@ def test_input_pipeline_benchmark_quick():
         if "evaluate" not in r["stage"]:
             gpu = number(r["GPU images/s"].replace(",", ""))
             assert number(r["workers per GPU"]) == pytest.approx(gpu / train_rate, abs=0.06, rel=0.02)
+
+
+def test_digest_cost_benchmark_counts_the_paper_outcome_rows():
+    """benchmarks/digest_cost.py: the outcome table it times has one row per evaluated net of config/paper.yaml and
+    per confirmation image (the plan's nets x the test split minus its tuning images), and it prints the four
+    timed steps and both ratios."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import digest_cost
+    from advlayers.grid import plan, validate
+    from advlayers.grid.vocabulary import TEST_SIZES, tuning_size
+
+    config = validate.load(REPO / "config" / "paper.yaml", roots=False)
+    nets = digest_cost.paper_rows(config)
+    assert len(nets) == sum(
+        len(m) for s in plan.settings(config) for m in plan.evaluation_units(config, s).values())
+    assert {n for s, _, n in nets if s.dataset == "cifar10"} == {10000 - tuning_size("cifar10", 10000)} == {9000}
+    table = digest_cost.outcome_table(nets[:3], scale=0.01)
+    assert table.num_rows == 3 * 90 and table.column_names == [
+        "dataset", "arch", "seed", "pretraining", "cell", "attack", "image_part", "test_index", "clean_correct",
+        "robust_correct"]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "digest_cost.py"), "--scale", "0.001",
+                           "--repeats", "1"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = {r["step"]: r for r in table_after("## t\n" + proc.stdout.split("median of 1\n", 1)[1], "## t")}
+    assert set(steps) == {"write with digest", "write without", "read + verify digest", "read without"}
+    assert all(number(r["CPU s"]) >= 0 for r in steps.values())
+    assert "write: with/without digest = " in proc.stdout and "read: with/without digest = " in proc.stdout
+    assert TEST_SIZES["imagenet"] == 50000

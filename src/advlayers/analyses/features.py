@@ -25,7 +25,7 @@ import zlib
 
 import numpy as np
 
-from ..io import atomic_write
+from ..io import ArtifactError, atomic_write
 
 FORMAT = "advlayers-activations-v2"  # v2: per-module image ids and vectors per image (v1 had one global `image`)
 PER_IMAGE_KEYS = ("label", "pred_clean", "pred_adv", "linf")  # (n_images,) arrays
@@ -174,24 +174,39 @@ def _arrays_digest(arrays: dict, meta: dict) -> str:
 
 
 def load_activations(path) -> dict:
-    """The dict `save_activations` wrote (same structure as `sample_activations` returns)."""
+    """The dict `save_activations` wrote (same structure as `sample_activations` returns); a damaged file (bad zip,
+    a CRC error, a missing entry, content not matching its recorded digest) is one ArtifactError naming it."""
+    import zipfile
+
+    try:
+        return _load_activations(path)
+    except ArtifactError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, json.JSONDecodeError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ArtifactError(f"{path} is corrupt: not a readable activations file ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:160]}); rerun the sample_features rule") from None
+
+
+def _load_activations(path) -> dict:
     with np.load(path, allow_pickle=False) as data:
         if "meta" not in data.files:
-            raise ValueError(f"{path} is not an activations file (no 'meta' entry)")
+            raise ArtifactError(f"{path} is not an activations file (no 'meta' entry)")
         meta = json.loads(str(data["meta"]))
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is an activations file of format {meta.get('format')!r}, not {FORMAT!r}; "
-                             f"rerun the sample_features rule")
+            raise ArtifactError(f"{path} is an activations file of format {meta.get('format')!r}, not {FORMAT!r}; "
+                                f"rerun the sample_features rule")
         arrays = {key: data[key] for key in data.files if key != "meta"}
         recorded = meta.pop("self_sha256", None)
         if recorded != _arrays_digest(arrays, meta):
-            raise ValueError(f"{path} is corrupt: its content does not match its recorded digest (or it records "
-                             "none: made by an older version); rerun the sample_features rule")
+            raise ArtifactError(f"{path} is corrupt: its content does not match its recorded digest (or it records "
+                                "none: made by an older version); rerun the sample_features rule")
         result = {key: arrays[key] for key in PER_IMAGE_KEYS}
         result["meta"] = meta
         result["modules"] = {}
         for m in meta["modules"]:
-            entry = {key: data[f"{m}/{key}"] for key in MODULE_KEYS}
+            entry = {key: arrays[f"{m}/{key}"] for key in MODULE_KEYS}
             entry["shape"] = tuple(int(v) for v in entry["shape"])
             entry["vectors_per_image"] = int(entry["vectors_per_image"])
             result["modules"][m] = entry

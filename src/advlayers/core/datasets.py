@@ -338,13 +338,19 @@ def load_prepared(path) -> Dataset:
     """The dataset that `prepare_dataset` wrote to `path`; a manifest's folder must be unchanged since."""
     path = Path(path)
     if zipfile.is_zipfile(path):  # torch.save's format
-        data = torch.load(path, weights_only=True)
+        try:
+            data = torch.load(path, weights_only=True)
+        except Exception as e:  # a damaged archive or pickle (never retried with weights_only=False)
+            raise ArtifactError(f"{path} is corrupt: not a readable torch.save archive ({type(e).__name__}); "
+                                "rebuild it") from None
         _check_format(path, data)
         if data.get("digest") != state_digest({k: v for k, v in data.items() if k != "digest"}):
             raise ArtifactError(f"{path} is corrupt: its content does not match its recorded digest (or it records "
                                 "none: made by an older version); rebuild it")
         return _make_tensor_dataset(data["name"], data["classes"], data["x_train"], data["y_train"],
                                     data["x_test"], data["y_test"], AugmentSpec(**data["augment"]))
+    if path.suffix == ".pt":  # not a zip archive (any more): truncated or damaged, not a JSON manifest
+        raise ArtifactError(f"{path} is corrupt: not a readable torch.save archive (truncated or damaged); rebuild it")
     manifest = read_json(path)
     _check_format(path, manifest)
     folder = Path(manifest["root"])

@@ -277,19 +277,25 @@ def figure_inputs(config: dict, figure: str) -> list[str]:
 
 
 def named_figure(config: dict, name: str) -> list[str]:
-    """Files of a paper figure target (fig2..fig8); a cut-off figure's target includes its claims."""
+    """Files of a paper figure target (fig2..fig8): its figures (a cut-off figure's target includes its claims) and
+    what they are drawn from (the per-dataset table, the embeddings). Snakemake does not rerun a job for a missing
+    input whose output looks up to date, so a deleted table or embedding is rebuilt only when it is a target."""
     if name in layout.CUTOFF_FIGURES:
         mapped = config.get("figures") or {}
         if name not in mapped:
             raise ConfigError(f"{name} is not mapped to a dataset in config 'figures' "
                               f"(mapped: {', '.join(mapped) or 'none'})")
-        return [*layout.figure_paths(layout.cutoff_figure(mapped[name])), layout.cutoff_claims_path(mapped[name])]
-    a = layout.FIGURE_TARGETS[name]
-    if not conf.analysis(config, a):
-        raise ConfigError(f"{name} needs the config section analyses.{a} (configured: "
-                          f"{', '.join(config.get('analyses') or {}) or 'none'})")
-    stems = [s for s in figures(config) if s == a or (a == "features" and layout.paper_figure(config, s) == "Fig. 8")]
-    return [p for s in stems for p in layout.figure_paths(s)]
+        stems = [layout.cutoff_figure(mapped[name])]
+        extra = [layout.cutoff_claims_path(mapped[name])]
+    else:
+        a = layout.FIGURE_TARGETS[name]
+        if not conf.analysis(config, a):
+            raise ConfigError(f"{name} needs the config section analyses.{a} (configured: "
+                              f"{', '.join(config.get('analyses') or {}) or 'none'})")
+        stems = [s for s in figures(config) if s == a or (a == "features" and layout.paper_figure(config, s) == "Fig. 8")]
+        extra = []
+    drawn_from = sorted({p for s in stems for p in figure_inputs(config, s)})
+    return [*(p for s in stems for p in layout.figure_paths(s)), *extra, *drawn_from]
 
 
 COORDINATE_TABLES = ("cutoff", "layer_cutoff", "module_subsets")  # tables whose rows are grid coordinates

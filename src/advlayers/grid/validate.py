@@ -67,17 +67,36 @@ def _non_finite(node, where=""):
             yield from _non_finite(value, f"{where}.{i}")
 
 
+def read_yaml(path):
+    """The plain content of a YAML config file (safe loader: mappings, lists, strings, numbers, booleans, null);
+    a Python object tag (`!!python/object...`) or any other YAML error is one ConfigError line naming the file,
+    the line and the problem."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read ({' '.join(str(e).split())})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())[:200]
+        if isinstance(e, yaml.constructor.ConstructorError) and "tag" in problem:
+            tag = problem.split("'")[1] if problem.count("'") >= 2 else problem
+            tag = tag.replace("tag:yaml.org,2002:", "!!")
+            raise ConfigError(f"config file {path}{where}: the YAML tag {tag} is not allowed (a config holds only "
+                              "plain values: mappings, lists, strings, numbers, booleans, null)") from None
+        raise ConfigError(f"config file {path}{where} is not valid YAML ({problem})") from None
+
+
 def load(path, *, roots: bool = True) -> dict:
     """A config file: YAML, the schema (defaults filled in) and `check` (dataset folders too unless
     `roots=False`). Every problem is one ConfigError line."""
-    import yaml
-
     if not Path(path).is_file():
         raise ConfigError(f"config file {path} does not exist (pass --configfile PATH)")
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    config = read_yaml(path)
     if not isinstance(config, dict):
         raise ConfigError(f"config file {path} does not hold a mapping of config keys")
     if not {"datasets", "cutoffs"} & config.keys():

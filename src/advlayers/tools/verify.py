@@ -50,8 +50,6 @@ def problem_line(p: Problem, configfiles=(), cores="all") -> str:
 def load_configs(paths, root: Path) -> dict | None:
     """The run's config as Snakemake merges its `--configfile`s (later files override keys of earlier ones), the
     schema's defaults filled in; None when none is named (then no artifact is known to be missing)."""
-    import yaml
-
     from ..grid import validate
 
     def merge(base: dict, over: dict) -> dict:
@@ -66,7 +64,10 @@ def load_configs(paths, root: Path) -> dict | None:
         raise validate.ConfigError(f"config file {next(p for p in paths if not p.is_file())} does not exist")
     config: dict = {}
     for p in paths:
-        config = merge(config, yaml.safe_load(p.read_text()) or {})
+        content = validate.read_yaml(p) or {}
+        if not isinstance(content, dict):
+            raise validate.ConfigError(f"config file {p} does not hold a mapping of config keys")
+        config = merge(config, content)
     validate.apply_schema(config)
     validate.check(config)
     return config
