@@ -239,10 +239,13 @@ def sharded_datasets_pattern(config: dict) -> str:
 def shard_bounds(n: int, batch_size: int, index: int, count: int) -> tuple[int, int]:
     """[start, stop) positions (in the seeded subset of `n` test images) of shard `index` of `count`: whole
     batches (so that every batch, and the attack's per-batch random stream, is the unsharded run's), as even as
-    that allows; a shard may be empty when there are fewer batches than shards."""
+    that allows; more shards than batches is a ConfigError."""
     if not 0 <= index < count:
         raise ValueError(f"no shard {index} of {count}")
     batches = -(-n // batch_size)
+    if count > batches:
+        raise ConfigError(f"config error: {count} shards of {n} test images in batches of {batch_size} "
+                          f"({batches} batches): choose shards <= {batches}")
     per, extra = divmod(batches, count)
     first = index * per + min(index, extra)
     last = first + per + (1 if index < extra else 0)
