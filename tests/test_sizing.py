@@ -120,11 +120,12 @@ def test_sizing_the_dag_imports_no_torch_and_is_quick():
 
 
 def test_a_job_over_the_partition_limit_warns_in_a_dry_run_and_stops_a_real_run(repo_copy, tmp_path):
-    """On a 24 h partition the Imagenette VGG-16 AutoAttack evaluations cannot fit: the dry run lists the jobs and
-    names them; a real run stops before its first job (onstart); training jobs ask for the limit."""
+    """On an 8 h partition the shards of the Imagenette VGG-16 AutoAttack evaluations (10.2 h x 1.5) cannot fit:
+    the dry run lists the jobs (the shards and their merges) and names them; a real run stops before its first job
+    (onstart); training jobs ask for the limit."""
     from helpers import snakemake
 
-    (tmp_path / "partition.yaml").write_text("cluster: {max_runtime: 1440}\n")
+    (tmp_path / "partition.yaml").write_text("cluster: {max_runtime: 480}\n")
     args = ("all_figures", "--configfile", "config/paper.yaml", str(tmp_path / "partition.yaml"))
     rc, out = snakemake(repo_copy, "-n", *args, "--cores", "128", check=False)
     assert rc == 0, out[-3000:]
@@ -132,8 +133,9 @@ def test_a_job_over_the_partition_limit_warns_in_a_dry_run_and_stops_a_real_run(
     threads = {m.group(1): int(m.group(2)) for m in re.finditer(
         r"log: logs/pretrain/(\S+)\.log\n(?:.*\n)*?\s*threads: (\d+)", out)}
     assert threads["imagenet/resnet50/seed0/conventional"] == 64 and threads["cifar10/resnet18/seed0/adversarial"] == 8
-    assert out.count("job too long for the partition: evaluate_autoattack imagenette/vgg16_bn") == 2, out[-3000:]
-    assert "runtime=1440" in out and not any(int(m) > 1440 for m in re.findall(r"runtime=(\d+)", out))
+    assert out.count("job too long for the partition: evaluate_autoattack imagenette/vgg16_bn") == 4, out[-3000:]
+    assert out.count("autoattack.shards = 4 or more") == 4 and "rule merge_shards:" in out
+    assert "runtime=480" in out and not any(int(m) > 480 for m in re.findall(r"runtime=(\d+)", out))
     rc, out = snakemake(repo_copy, *args, "--cores", "1", check=False)
-    assert rc != 0 and "job too long for the partition" in out and "cluster.max_runtime = 1440" in out, out[-3000:]
+    assert rc != 0 and "job too long for the partition" in out and "cluster.max_runtime = 480" in out, out[-3000:]
     assert not (repo_copy / "results" / "data").exists()
