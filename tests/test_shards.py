@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advlayers.grid import layout, plan
+from advlayers.grid import layout, sharding
 from advlayers.grid.vocabulary import ConfigError, Setting
 from advlayers.io import read_json, read_parquet, write_json, write_parquet
 from advlayers.jobs import merge_shards
@@ -26,12 +26,12 @@ def test_shard_ids_and_bounds_tile_the_images():
     rel = layout.evaluation_paths(NET, unit)[0]
     assert layout.parse(rel) == ("evaluation", {**NET.identity(), "unit": unit})
     for n, batch, k in [(100, 16, 3), (1000, 256, 2), (1000, 256, 4), (17, 16, 2)]:
-        bounds = [plan.shard_bounds(n, batch, i, k) for i in range(k)]
+        bounds = [sharding.shard_bounds(n, batch, i, k) for i in range(k)]
         assert bounds[0][0] == 0 and bounds[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, disjoint
         assert all(start % batch == 0 and stop > start for start, stop in bounds)  # whole batches, none empty
     with pytest.raises(ConfigError, match="choose shards <= 4"):
-        plan.shard_bounds(1000, 256, 0, 5)
+        sharding.shard_bounds(1000, 256, 0, 5)
 
 
 @pytest.fixture(scope="module")

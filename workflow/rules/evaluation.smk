@@ -68,14 +68,14 @@ rule merge_shards:
     (`datasets.<d>.autoattack.shards`): merged exactly, after checking the shards are complete, disjoint and of
     the same nets and settings (advlayers.jobs.merge_shards)."""
     input:
-        shards=config_error(lambda wc: plan.shard_files(config, setting(wc), wc.unit)),
-        outcomes=config_error(lambda wc: [layout.outcomes_of(p) for p in plan.shard_files(config, setting(wc), wc.unit)]),
+        shards=config_error(lambda wc: sharding.shard_files(config, setting(wc), wc.unit)),
+        outcomes=config_error(lambda wc: [layout.outcomes_of(p) for p in sharding.shard_files(config, setting(wc), wc.unit)]),
         library=library("merge_shards"),
     output:
         records=layout.pattern("evaluation"),
         outcomes=layout.pattern("outcomes"),
     wildcard_constraints:
-        dataset=plan.sharded_datasets_pattern(config),
+        dataset=sharding.sharded_datasets_pattern(config),
         unit=layout.AUTOATTACK_UNIT,
     log:
         log_of("merge_shards"),

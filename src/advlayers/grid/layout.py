@@ -194,9 +194,7 @@ AUTOATTACK_UNITS = f"autoattack(?:{_SHARD})?"
 
 
 def shard_unit(unit: str, index: int, shards: int) -> str:
-    """The unit of shard `index` (0-based) of `shards` of an evaluation unit, e.g. 'autoattack-s0of3': one job
-    evaluating a disjoint slice of the unit's test images (`plan.shard_bounds`); the shards' records and
-    outcomes are merged into the unit's files (`jobs.merge_shards`)."""
+    """Shard `index` (0-based) of `shards` of an evaluation unit, e.g. 'autoattack-s0of3' (`grid.sharding`)."""
     if not 0 <= index < shards or unit_shard(unit) is not None:
         raise ValueError(f"no shard {index} of {shards} of unit {unit!r}")
     return f"{unit}-s{index}of{shards}"
@@ -204,7 +202,7 @@ def shard_unit(unit: str, index: int, shards: int) -> str:
 
 def unit_shard(unit: str) -> tuple[str, int, int] | None:
     """(whole unit, shard index, shards) of a shard's unit; None for a whole unit."""
-    m = re.fullmatch(rf"(.+)-s(\d+)of(\d+)", unit)
+    m = re.fullmatch(r"(.+)-s(\d+)of(\d+)", unit)
     if m is None:
         return None
     whole, index, shards = m.group(1), int(m.group(2)), int(m.group(3))
@@ -215,8 +213,7 @@ def unit_shard(unit: str) -> tuple[str, int, int] | None:
 
 def whole_unit(unit: str) -> str:
     """The unit a shard belongs to (a whole unit itself)."""
-    found = unit_shard(unit)
-    return unit if found is None else found[0]
+    return unit if unit_shard(unit) is None else unit_shard(unit)[0]
 GROUPED_UNITS = {"cutoff": "cutoff_nets", "analysis": "analysis_nets"}  # with grouping: one job per kind of group
 
 

@@ -5,10 +5,9 @@ claims check, `verify` and the preflight).
 
 from __future__ import annotations
 
-import re
 import zlib
 
-from . import conf, layout
+from . import conf, layout, sharding
 from .vocabulary import (
     DIRECTIONS,
     LAYER_COUNTS,
@@ -207,51 +206,6 @@ def autoattack_cells(config: dict, setting: Setting) -> list[str]:
     return [c for c in chosen if c == PRETRAINED or c in cells(config).get(setting, [])]
 
 
-def shards(config: dict, dataset: str, unit: str) -> int:
-    """Jobs an evaluation unit of `dataset` is split into (`datasets.<d>.autoattack.shards`; PGD units: 1)."""
-    if layout.whole_unit(unit) != layout.AUTOATTACK_UNIT:
-        return 1
-    return int(conf.with_defaults(conf.autoattack_config(config, dataset), "datasets", "*", "autoattack")["shards"])
-
-
-def shard_units(config: dict, dataset: str, unit: str) -> list[str]:
-    """The units of the jobs that evaluate `unit`: itself, or its shards' (`layout.shard_unit`)."""
-    k = shards(config, dataset, unit)
-    return [unit] if k == 1 else [layout.shard_unit(unit, i, k) for i in range(k)]
-
-
-def shard_files(config: dict, setting: Setting, unit: str) -> list[str]:
-    """The records files of a sharded unit's shards (the merge's inputs; their outcomes lie beside them)."""
-    units = shard_units(config, setting.dataset, unit)
-    if units == [unit]:
-        raise ConfigError(f"evaluation {unit} of {setting} is not sharded in this config")
-    return [layout.evaluation_paths(setting, u)[0] for u in units]
-
-
-def sharded_datasets_pattern(config: dict) -> str:
-    """Wildcard constraint of the datasets whose AutoAttack jobs are sharded (the merge rule's); matches none
-    when no dataset is."""
-    sharded = [d for d in config["datasets"] if conf.autoattack_config(config, d) is not None
-               and shards(config, d, layout.AUTOATTACK_UNIT) > 1]
-    return "|".join(re.escape(d) for d in sharded) or "(?!)"
-
-
-def shard_bounds(n: int, batch_size: int, index: int, count: int) -> tuple[int, int]:
-    """[start, stop) positions (in the seeded subset of `n` test images) of shard `index` of `count`: whole
-    batches (so that every batch, and the attack's per-batch random stream, is the unsharded run's), as even as
-    that allows; more shards than batches is a ConfigError."""
-    if not 0 <= index < count:
-        raise ValueError(f"no shard {index} of {count}")
-    batches = -(-n // batch_size)
-    if count > batches:
-        raise ConfigError(f"config error: {count} shards of {n} test images in batches of {batch_size} "
-                          f"({batches} batches): choose shards <= {batches}")
-    per, extra = divmod(batches, count)
-    first = index * per + min(index, extra)
-    last = first + per + (1 if index < extra else 0)
-    return min(n, first * batch_size), min(n, last * batch_size)
-
-
 def autoattack_settings(config: dict) -> list[Setting]:
     return [s for s in settings(config) if autoattack_cells(config, s)]
 
@@ -393,7 +347,7 @@ def gpu_jobs(config: dict) -> list[tuple[str, Setting, str]]:
         jobs += [("retrain", setting, g) for g in grouped]
     jobs += [("evaluate", s, unit) for s in settings(config) for unit in evaluation_units(config, s)]
     jobs += [("evaluate_autoattack", s, unit) for s in autoattack_settings(config)
-             for unit in shard_units(config, s.dataset, layout.AUTOATTACK_UNIT)]
+             for unit in sharding.shard_units(config, s.dataset, layout.AUTOATTACK_UNIT)]
     jobs += [("reinit", s, "reinit") for s in reinit_settings(config)]
     jobs += [("sample_features", s, "features") for s in feature_settings(config)]
     return jobs

@@ -14,7 +14,7 @@ from ..core.datasets import load_prepared
 from ..core.evaluation import attack_from_settings, evaluate
 from ..core.recipes import recipe_digest
 from ..core.splits import image_part
-from ..grid import conf, layout, plan
+from ..grid import conf, layout, sharding
 from ..grid.vocabulary import Setting
 from ..io import file_digests, sha256_file, write_json, write_parquet
 from ..provenance import config_digest, environment
@@ -38,14 +38,14 @@ def evaluate_split(model, data, eval_settings: dict, *, device="cpu", labels: di
                    shard: tuple[int, int] | None = None) -> dict:
     """One net on the test images of `eval_settings` (`grid.conf.eval_settings`: attack, images, n, seed, batch
     size): the `core.evaluation.evaluate` record, with its `image_part` and per-sample "outcomes"; `shard` =
-    (index, count) evaluates that shard's slice of the images only (`grid.plan.shard_bounds`)."""
+    (index, count) evaluates that shard's slice of the images only (`grid.sharding.shard_bounds`)."""
     settings = conf.with_defaults(eval_settings, "datasets", "*", "eval")
     part = eval_images(data, settings)
     labels = {**(labels or {}), "image_part": settings["images"]}
     bounds = None
     if shard is not None:
         n = len(part) if settings["n"] is None else min(settings["n"], len(part))
-        bounds = plan.shard_bounds(n, settings["batch_size"], *shard)
+        bounds = sharding.shard_bounds(n, settings["batch_size"], *shard)
         labels.update(shard_index=shard[0], shards=shard[1])
     return evaluate(model, part, attack_from_settings(settings), n=settings["n"], seed=settings["seed"],
                     batch_size=settings["batch_size"], device=device, progress=False, outcomes=True,

@@ -2,7 +2,7 @@
 as one unsharded job would have written them (but `seconds`, the shards' sum).
 
 Each shard (`<unit>-s<i>of<k>`, `grid.layout.shard_unit`) evaluated a disjoint slice of the same seeded test
-images (`grid.plan.shard_bounds`); with the attack's random stream drawn per batch from (seed, position)
+images (`grid.sharding.shard_bounds`); with the attack's random stream drawn per batch from (seed, position)
 (`core.evaluation.batch_generator`), its per-sample outcomes are the unsharded run's. The merge refuses, with
 one line, shards that are missing or duplicated, of other counts, that do not tile the images, or that differ
 in what they evaluated (evaluation settings, data and checkpoint digests, cells).

@@ -68,7 +68,7 @@ from pathlib import Path
 import yaml
 
 from ..core.recipes import get_recipe
-from ..grid import conf, layout, plan, validate
+from ..grid import conf, layout, plan, sharding, validate
 from ..grid import vocabulary as vocab
 from ..grid.vocabulary import ConfigError
 
@@ -233,7 +233,7 @@ class _Estimator:
             n = min(aa["n"] or part, part)
             shard = layout.unit_shard(unit)
             if shard is not None:  # one shard's slice of the n images
-                start, stop = plan.shard_bounds(n, aa["batch_size"], shard[1], shard[2])
+                start, stop = sharding.shard_bounds(n, aa["batch_size"], shard[1], shard[2])
                 n = stop - start
             return len(plan.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / self.rate(s.dataset, s.arch)
         elif rule == "reinit":
