@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from advlayers.core.evaluation import batch_generator
 from advlayers.grid import layout, sharding
 from advlayers.grid.vocabulary import ConfigError, Setting
 from advlayers.io import read_json, read_parquet, write_json, write_parquet
@@ -32,6 +34,10 @@ def test_shard_ids_and_bounds_tile_the_images():
         assert all(start % batch == 0 and stop > start for start, stop in bounds)  # whole batches, none empty
     with pytest.raises(ConfigError, match="choose shards <= 4"):
         sharding.shard_bounds(1000, 256, 0, 5)
+    # each batch's attack stream depends on (seed, position) only: the same in any shard, different between batches
+    draw = lambda seed, position: torch.rand(8, generator=batch_generator(seed, position))  # noqa: E731
+    assert torch.equal(draw(3, 48), draw(3, 48)) and not torch.equal(draw(3, 0), draw(3, 48))
+    assert not torch.equal(draw(3, 0), draw(4, 0))
 
 
 @pytest.fixture(scope="module")
