@@ -37,6 +37,23 @@ def test_no_job_of_the_paper_config_exceeds_the_partition_limit():
     assert c["max_runtime"] == conf.default("cluster", "max_runtime")
 
 
+def test_the_paper_config_fits_a_24h_partition_because_of_shards():
+    """On a 24 h partition every evaluation-type job fits one submission: the Imagenette AutoAttack evaluations
+    (4 archs x 2 settings; VGG-16-BN: 20 h estimated) run as 2 shards of <= 10.2 h (x 1.5 = 15.3 h); unsharded, they would not."""
+    cfg = copy.deepcopy(PAPER)
+    cfg["cluster"] = {"max_runtime": 1440}
+    sized = sizing.size(cfg)
+    assert sizing.problems(cfg, sized) == []
+    evaluations = [s for s in sized.values() if s.job.rule not in cost_model.RESUMABLE]
+    assert evaluations and all(s.fits and s.needed_min <= 1440 for s in evaluations)
+    aa = [s.job.name for s in sized.values() if s.job.rule == "evaluate_autoattack" and s.job.dataset == "imagenette"]
+    assert len(aa) == 16 and all(name.endswith(("/autoattack-s0of2", "/autoattack-s1of2")) for name in aa)
+    del cfg["datasets"]["imagenette"]["autoattack"]["shards"]
+    found = sizing.problems(cfg, sizing.size(cfg))
+    assert len(found) == 2 and all("evaluate_autoattack imagenette/vgg16_bn" in p for p in found)
+    assert "datasets.imagenette.autoattack.shards = 2 or more" in found[0]
+
+
 def test_runtime_is_the_estimate_times_the_safety_factor():
     sized = sizing.size(PAPER)
     c = sizing.cluster(PAPER)
@@ -61,10 +78,14 @@ def test_limits_explicit_runtimes_and_cpu_configs():
     # training over the limit asks for the limit and resumes over several submissions: not a problem
     retrain = [s for s in sized.values() if s.job.dataset == "imagenet" and s.job.rule == "retrain" and not s.fits]
     assert retrain and all(s.runtime == 1440 and s.submissions == 2 for s in retrain)
-    # an evaluation cannot resume: the Imagenette VGG-16 AutoAttack (20 h x 1.5) is named, with the key to change
-    found = sizing.problems(cfg, sized)
-    assert len(found) == 2 and all("evaluate_autoattack imagenette/vgg16_bn" in p for p in found)
-    assert "datasets.imagenette.autoattack.n" in found[0] and "cluster.max_runtime = 1440" in found[0]
+    # an evaluation cannot resume: one over the limit is named, with the keys to change (an 8 h partition: the
+    # ImageNet Fig. 7 job, 12.9 h x 1.5; the Imagenette VGG-16 AutoAttack shards, 10.2 h x 1.5)
+    short = copy.deepcopy(cfg)
+    short["cluster"] = {"max_runtime": 480}
+    found = sizing.problems(short, sizing.size(short))
+    assert any(p.startswith("reinit imagenet/resnet50") and "analyses.reinit.eval.n" in p for p in found)
+    aa = [p for p in found if p.startswith("evaluate_autoattack imagenette/vgg16_bn/seed0/adversarial/autoattack-s")]
+    assert aa and "cluster.max_runtime = 480" in aa[0] and "datasets.imagenette.autoattack.shards = 4 or more" in aa[0]
     # an explicit runtime wins, and one above the limit is named by its key
     cfg["datasets"]["cifar10"]["resources"]["evaluate"]["runtime"] = 2000
     sized = sizing.size(cfg)
@@ -99,11 +120,12 @@ def test_sizing_the_dag_imports_no_torch_and_is_quick():
 
 
 def test_a_job_over_the_partition_limit_warns_in_a_dry_run_and_stops_a_real_run(repo_copy, tmp_path):
-    """On a 24 h partition the Imagenette VGG-16 AutoAttack evaluations cannot fit: the dry run lists the jobs and
-    names them; a real run stops before its first job (onstart); training jobs ask for the limit."""
+    """On an 8 h partition the shards of the Imagenette VGG-16 AutoAttack evaluations (10.2 h x 1.5) cannot fit:
+    the dry run lists the jobs (the shards and their merges) and names them; a real run stops before its first job
+    (onstart); training jobs ask for the limit."""
     from helpers import snakemake
 
-    (tmp_path / "partition.yaml").write_text("cluster: {max_runtime: 1440}\n")
+    (tmp_path / "partition.yaml").write_text("cluster: {max_runtime: 480}\n")
     args = ("all_figures", "--configfile", "config/paper.yaml", str(tmp_path / "partition.yaml"))
     rc, out = snakemake(repo_copy, "-n", *args, "--cores", "128", check=False)
     assert rc == 0, out[-3000:]
@@ -111,8 +133,9 @@ def test_a_job_over_the_partition_limit_warns_in_a_dry_run_and_stops_a_real_run(
     threads = {m.group(1): int(m.group(2)) for m in re.finditer(
         r"log: logs/pretrain/(\S+)\.log\n(?:.*\n)*?\s*threads: (\d+)", out)}
     assert threads["imagenet/resnet50/seed0/conventional"] == 64 and threads["cifar10/resnet18/seed0/adversarial"] == 8
-    assert out.count("job too long for the partition: evaluate_autoattack imagenette/vgg16_bn") == 2, out[-3000:]
-    assert "runtime=1440" in out and not any(int(m) > 1440 for m in re.findall(r"runtime=(\d+)", out))
+    assert out.count("job too long for the partition: evaluate_autoattack imagenette/vgg16_bn") == 4, out[-3000:]
+    assert out.count("autoattack.shards = 4 or more") == 4 and "rule merge_shards:" in out
+    assert "runtime=480" in out and not any(int(m) > 480 for m in re.findall(r"runtime=(\d+)", out))
     rc, out = snakemake(repo_copy, *args, "--cores", "1", check=False)
-    assert rc != 0 and "job too long for the partition" in out and "cluster.max_runtime = 1440" in out, out[-3000:]
+    assert rc != 0 and "job too long for the partition" in out and "cluster.max_runtime = 480" in out, out[-3000:]
     assert not (repo_copy / "results" / "data").exists()

@@ -14,7 +14,7 @@ REPO = Path(workflow.basedir)
 SRC = REPO / "src"
 sys.path.insert(0, str(SRC))  # this checkout's library; the grid imports no torch (fast DAG building)
 
-from advlayers.grid import conf, layout, plan, rebuild, validate  # noqa: E402
+from advlayers.grid import conf, layout, plan, rebuild, sharding, validate  # noqa: E402
 from advlayers.grid.vocabulary import MODULE_LAYERS, ConfigError, Setting  # noqa: E402
 from advlayers.tools.sizing import Runtimes  # noqa: E402  (torch-free: the cost model sizes the time limits)
 from advlayers.tools.sources import library_files  # noqa: E402

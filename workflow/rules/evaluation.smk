@@ -40,7 +40,7 @@ rule evaluate_autoattack:
         records=layout.pattern("evaluation"),
         outcomes=layout.pattern("outcomes"),
     wildcard_constraints:
-        unit=layout.AUTOATTACK_UNIT,
+        unit=layout.AUTOATTACK_UNITS,
     params:
         checkpoints=config_error(evaluated_checkpoints),
         eval_settings=lambda wc: conf.autoattack_eval_settings(config, wc.dataset),
@@ -57,3 +57,32 @@ rule evaluate_autoattack:
         "../envs/advlayers.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+# A sharded unit's file is the merge of its shards' (both rules could make it: the merge wins).
+ruleorder: merge_shards > evaluate_autoattack
+
+
+rule merge_shards:
+    """The records and per-sample outcomes of an AutoAttack evaluation split into shards of test images
+    (`datasets.<d>.autoattack.shards`): merged exactly, after checking the shards are complete, disjoint and of
+    the same nets and settings (advlayers.jobs.merge_shards)."""
+    input:
+        shards=config_error(lambda wc: sharding.shard_files(config, setting(wc), wc.unit)),
+        outcomes=config_error(lambda wc: [layout.outcomes_of(p) for p in sharding.shard_files(config, setting(wc), wc.unit)]),
+        library=library("merge_shards"),
+    output:
+        records=layout.pattern("evaluation"),
+        outcomes=layout.pattern("outcomes"),
+    wildcard_constraints:
+        dataset=sharding.sharded_datasets_pattern(config),
+        unit=layout.AUTOATTACK_UNIT,
+    log:
+        log_of("merge_shards"),
+    benchmark:
+        benchmark_of("merge_shards")
+    localrule: True
+    conda:
+        "../envs/advlayers.yaml"
+    script:
+        "../scripts/merge_shards.py"

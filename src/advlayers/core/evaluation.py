@@ -50,34 +50,50 @@ def _robust_correct(attack, model, x, y, count, generator, after: dict, checks: 
     return clean, list(by_attack.values())[-1]
 
 
-def _batches(split, n, seed, batch_size, device):
-    """(x, y, test_index) batches of the first `n` samples of a seeded subset (advlayers split) or of an
-    iterable of (x, y) batches."""
+def _batches(split, n, seed, batch_size, device, shard=None):
+    """(x, y, test_index, position) batches of the first `n` samples of a seeded subset (advlayers split) or of
+    an iterable of (x, y) batches; position: the batch's first sample's place in that order. `shard` = (start,
+    stop) keeps the batches of positions [start, stop) (`grid.sharding.shard_bounds`: whole batches)."""
+    _check_shard(shard, batch_size)
+    lo, hi = shard if shard is not None else (0, None)
     if hasattr(split, "subset") and hasattr(split, "batches"):
         if n is not None:
             split = split.subset(n, seed=seed)
-        index = split.index if getattr(split, "index", None) is not None else torch.arange(len(split))
-        start = 0
+        if shard is not None:
+            split = split.take(torch.arange(lo, min(hi, len(split))))
+        start = lo
         for x, y in split.batches(batch_size, shuffle=False, augment=False, device=device):
-            yield x, y, index[start:start + len(y)]
+            yield x, y, split.index[start - lo:start - lo + len(y)], start
             start += len(y)
         return
     seen = 0
     for x, y in split:
-        if n is not None and seen >= n:
+        if (n is not None and seen >= n) or (hi is not None and seen >= hi):
             return
         take = len(y) if n is None else min(len(y), n - seen)
-        yield x[:take].to(device), y[:take].to(device), torch.arange(seen, seen + take)
+        if seen >= lo:
+            yield x[:take].to(device), y[:take].to(device), torch.arange(seen, seen + take), seen
         seen += take
+
+
+def batch_generator(seed: int, position: int) -> torch.Generator:
+    """The attack's random stream of the batch starting at `position` of the evaluation order: from (seed,
+    position) alone, so that a batch draws the same random start whichever shard evaluates it."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, position]).generate_state(1)[0]))
+
+
+def _check_shard(shard, batch_size: int) -> None:
+    if shard is not None and (shard[0] % batch_size or shard[0] >= shard[1]):
+        raise ValueError(f"shard {shard}: must start at a multiple of batch_size = {batch_size} and not be empty")
 
 
 def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch_size: int = 256,
              count: str = "any", device="cpu", progress: bool = True, outcomes: bool = False,
-             labels: dict | None = None, **more_labels) -> dict:
+             labels: dict | None = None, shard: tuple[int, int] | None = None, **more_labels) -> dict:
     """Clean and robust accuracy of `model` on `split` (or a seeded subset of `n` samples).
 
-    `seed` draws the test subset and the attack's random start (recorded as eval_seed); `labels` (a dict, which
-    may hold a training `seed`) and keyword labels are copied into the record.
+    `seed` draws the test subset and each batch's attack stream (`batch_generator`; recorded as eval_seed); `shard`
+    = (start, stop): only those positions of it (whole batches). `labels` and keyword labels go into the record.
 
     Returns a flat record with every setting that produced it: the labels given (dataset, arch, ...), the
     attack's settings and name, count, n_eval, eval_seed, clean_acc and robust_acc with their 95% Wilson
@@ -91,13 +107,12 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
     check_int("batch_size", batch_size, minimum=1)
     device = torch.device(device)
     model = model.to(device).eval()
-    generator = torch.Generator().manual_seed(seed)
     index_parts, clean_parts, robust_parts, after, checks = [], [], [], {}, []
     t0 = time.perf_counter()
     name = attack.name
     with tqdm(total=n, desc=f"{name} eval", disable=not progress, leave=False) as bar:
-        for x, y, index in _batches(split, n, seed, batch_size, device):
-            clean, robust = _robust_correct(attack, model, x, y, count, generator, after, checks)
+        for x, y, index, position in _batches(split, n, seed, batch_size, device, shard):
+            clean, robust = _robust_correct(attack, model, x, y, count, batch_generator(seed, position), after, checks)
             index_parts.append(index.cpu())
             clean_parts.append(clean.cpu())
             robust_parts.append(robust.cpu())
@@ -122,6 +137,7 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
         "robust_acc_hi": wilson(k_robust, seen)[1],
         "seconds": time.perf_counter() - t0,
     }
+    record.update({} if shard is None else {"shard_start": int(shard[0]), "shard_stop": int(shard[0]) + seen})
     if after:
         record["robust_acc_after"] = {a: k / seen for a, k in after.items()}
         from .autoattack import surface_checks

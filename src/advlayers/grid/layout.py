@@ -18,7 +18,8 @@ groups) are built and taken apart only by the functions here.
 
 An evaluation *unit* is what one evaluation job evaluates (`plan.evaluation_units`): `pretrained`, a retraining
 group `retrained_<group>`, with grouping the pretrained net and its cut-off groups `cutoff_nets` and the
-analysis groups `analysis_nets`, or `autoattack`.
+analysis groups `analysis_nets`, or `autoattack`; a long one is split into shards (`<unit>-s<i>of<k>`, each
+a slice of the test images) whose files are merged into the unit's.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ FIELDS = {
     "retraining": "|".join(PRETRAININGS),
     "group": r"m[01]{6}|l\d+-\d+|cutoff\d+|analysis\d+",
     "cell": r"m[01]{6}|l\d+-\d+",
-    "unit": r"pretrained|retrained_(?:m[01]{6}|l\d+-\d+|cutoff\d+|analysis\d+)|cutoff_nets|analysis_nets|autoattack",
+    "unit": r"(?:pretrained|retrained_(?:m[01]{6}|l\d+-\d+|cutoff\d+|analysis\d+)|cutoff_nets|analysis_nets|autoattack)"
+            r"(?:-s\d+of\d+)?",
     "method": "|".join(EMBED_METHODS),
     "ext": r"pt|json|png|pdf",
     "table": r"[a-z][\w-]*",
@@ -185,7 +187,33 @@ def outcomes_of(records_path: str) -> str:
 
 
 PRETRAINED_UNIT, AUTOATTACK_UNIT = "pretrained", "autoattack"
-PGD_UNITS = FIELDS["unit"].removesuffix("|autoattack")  # the units the figures' evaluation (PGD) makes
+_SHARD = r"-s\d+of\d+"
+# the units the figures' evaluation (PGD) makes, and AutoAttack's, each whole or one shard
+PGD_UNITS = FIELDS["unit"].replace("|autoattack)", ")")
+AUTOATTACK_UNITS = f"autoattack(?:{_SHARD})?"
+
+
+def shard_unit(unit: str, index: int, shards: int) -> str:
+    """Shard `index` (0-based) of `shards` of an evaluation unit, e.g. 'autoattack-s0of3' (`grid.sharding`)."""
+    if not 0 <= index < shards or unit_shard(unit) is not None:
+        raise ValueError(f"no shard {index} of {shards} of unit {unit!r}")
+    return f"{unit}-s{index}of{shards}"
+
+
+def unit_shard(unit: str) -> tuple[str, int, int] | None:
+    """(whole unit, shard index, shards) of a shard's unit; None for a whole unit."""
+    m = re.fullmatch(r"(.+)-s(\d+)of(\d+)", unit)
+    if m is None:
+        return None
+    whole, index, shards = m.group(1), int(m.group(2)), int(m.group(3))
+    if not 0 <= index < shards:
+        raise ValueError(f"unit {unit!r}: shard index {index} is not below its count {shards}")
+    return whole, index, shards
+
+
+def whole_unit(unit: str) -> str:
+    """The unit a shard belongs to (a whole unit itself)."""
+    return unit if unit_shard(unit) is None else unit_shard(unit)[0]
 GROUPED_UNITS = {"cutoff": "cutoff_nets", "analysis": "analysis_nets"}  # with grouping: one job per kind of group
 
 
@@ -206,6 +234,7 @@ def unit_holds(unit: str, checkpoint: str) -> bool:
     if found is None:
         return False
     kind, fields = found
+    unit = whole_unit(unit)
     if unit == AUTOATTACK_UNIT:
         return True
     if unit == PRETRAINED_UNIT:
@@ -236,7 +265,7 @@ def divergence_path(s: Setting) -> str:
 NET_JOB = f"{_NET}/{{pretraining}}"  # the wildcards of a job on one pretrained net, as a path
 # Each rule's job as a path of its wildcards: its log's and benchmark file's name, and its name in `cost`.
 JOBS = {"pretrain": NET_JOB, "import_pretrained": NET_JOB, "retrain": f"{NET_JOB}_then_{{retraining}}/{{group}}", "evaluate": f"{NET_JOB}/{{unit}}",
-        "evaluate_autoattack": f"{NET_JOB}/{{unit}}", "reinit": NET_JOB, "sample_features": NET_JOB,
+        "evaluate_autoattack": f"{NET_JOB}/{{unit}}", "merge_shards": f"{NET_JOB}/{{unit}}", "reinit": NET_JOB, "sample_features": NET_JOB,
         "embed_features": f"{NET_JOB}_{{method}}", "feature_divergence": NET_JOB}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import zlib
 
-from . import conf, layout
+from . import conf, layout, sharding
 from .vocabulary import (
     DIRECTIONS,
     LAYER_COUNTS,
@@ -159,6 +159,7 @@ def evaluation_units(config: dict, setting: Setting) -> dict[str, list[str]]:
 
 def evaluation_cells(config: dict, setting: Setting, unit: str) -> list[str]:
     """The cells the evaluation job `unit` of `setting` evaluates."""
+    unit = layout.whole_unit(unit)
     if unit == layout.AUTOATTACK_UNIT:
         return autoattack_cells(config, setting)
     units = evaluation_units(config, setting)
@@ -351,7 +352,8 @@ def gpu_jobs(config: dict) -> list[tuple[str, Setting, str]]:
     for setting, grouped in groups(config).items():
         jobs += [("retrain", setting, g) for g in grouped]
     jobs += [("evaluate", s, unit) for s in settings(config) for unit in evaluation_units(config, s)]
-    jobs += [("evaluate_autoattack", s, layout.AUTOATTACK_UNIT) for s in autoattack_settings(config)]
+    jobs += [("evaluate_autoattack", s, unit) for s in autoattack_settings(config)
+             for unit in sharding.shard_units(config, s.dataset, layout.AUTOATTACK_UNIT)]
     jobs += [("reinit", s, "reinit") for s in reinit_settings(config)]
     jobs += [("sample_features", s, "features") for s in feature_settings(config)]
     return jobs

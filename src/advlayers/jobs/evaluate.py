@@ -14,7 +14,7 @@ from ..core.datasets import load_prepared
 from ..core.evaluation import attack_from_settings, evaluate
 from ..core.recipes import recipe_digest
 from ..core.splits import image_part
-from ..grid import conf
+from ..grid import conf, layout, sharding
 from ..grid.vocabulary import Setting
 from ..io import file_digests, sha256_file, write_json, write_parquet
 from ..provenance import config_digest, environment
@@ -34,18 +34,27 @@ def eval_images(data, eval_settings: dict, n: int | None = None, what: str = "ev
     return part
 
 
-def evaluate_split(model, data, eval_settings: dict, *, device="cpu", labels: dict | None = None) -> dict:
+def evaluate_split(model, data, eval_settings: dict, *, device="cpu", labels: dict | None = None,
+                   shard: tuple[int, int] | None = None) -> dict:
     """One net on the test images of `eval_settings` (`grid.conf.eval_settings`: attack, images, n, seed, batch
-    size): the `core.evaluation.evaluate` record, with its `image_part` and per-sample "outcomes"."""
+    size): the `core.evaluation.evaluate` record, with its `image_part` and per-sample "outcomes"; `shard` =
+    (index, count) evaluates that shard's slice of the images only (`grid.sharding.shard_bounds`)."""
     settings = conf.with_defaults(eval_settings, "datasets", "*", "eval")
     part = eval_images(data, settings)
+    labels = {**(labels or {}), "image_part": settings["images"]}
+    bounds = None
+    if shard is not None:
+        n = len(part) if settings["n"] is None else min(settings["n"], len(part))
+        bounds = sharding.shard_bounds(n, settings["batch_size"], *shard)
+        labels.update(shard_index=shard[0], shards=shard[1])
     return evaluate(model, part, attack_from_settings(settings), n=settings["n"], seed=settings["seed"],
                     batch_size=settings["batch_size"], device=device, progress=False, outcomes=True,
-                    labels={**(labels or {}), "image_part": settings["images"]})
+                    labels=labels, shard=bounds)
 
 
 def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, setting: Setting, data_path, device="cpu",
-                         digest_of_config: str = "") -> tuple[list[dict], list[dict]]:
+                         digest_of_config: str = "", shard: tuple[int, int] | None = None
+                         ) -> tuple[list[dict], list[dict]]:
     """Evaluate each {cell: checkpoint path}; every checkpoint must be `setting`'s net of that cell.
 
     Returns (records, outcome rows). Records carry the net's identity from the checkpoint (after checking it),
@@ -61,7 +70,7 @@ def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, settin
         record = evaluate_split(model, data, eval_settings, device=device, labels={
             "dataset": payload["dataset"], "arch": payload["arch"], "width": payload.get("width", 1.0),
             "seed": payload["seed"], "pretraining": meta["pretraining"], "retraining": meta["retraining"],
-            "cell": cell, "retrained_modules": meta["retrained_modules"]})
+            "cell": cell, "retrained_modules": meta["retrained_modules"]}, shard=shard)
         per_sample = record.pop("outcomes")
         env = environment(device, precision=meta.get("precision"))
         record.update(epochs=meta.get("epochs", payload["epoch"]), recipe=payload["recipe"],
@@ -82,11 +91,14 @@ def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, settin
 
 
 def run(*, data: str, checkpoints: dict, eval_settings: dict, setting: Setting, device: str, config: dict,
-        records_out: str, outcomes_out: str) -> None:
-    """The job: evaluate `checkpoints` ({cell: path}) and write the records and the per-sample outcomes."""
+        records_out: str, outcomes_out: str, unit: str = "") -> None:
+    """The job: evaluate `checkpoints` ({cell: path}) and write the records and the per-sample outcomes; a
+    shard's unit (`layout.unit_shard`) evaluates its slice of the images."""
+    found = layout.unit_shard(unit)
     records, outcomes = evaluate_checkpoints(checkpoints, load_prepared(data), eval_settings=eval_settings,
                                              setting=setting, data_path=data, device=device,
-                                             digest_of_config=config_digest(config))
+                                             digest_of_config=config_digest(config),
+                                             shard=None if found is None else found[1:])
     write_parquet(outcomes_out, outcomes)
     write_json(records_out, {"records": records, "eval_settings": eval_settings,
                              "inputs": file_digests({"data": data, **checkpoints})})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from ..grid import layout
 from ..grid import vocabulary as vocab
 from . import sizing
 from .cost_model import (  # noqa: F401  (the model's names, as `advlayers.tools.cost` always offered them)
@@ -33,13 +34,16 @@ def summary(config: dict, table: dict | None = None) -> list[dict]:
     GPU-hours are single-GPU equivalents; a job with g GPUs (datasets.<name>.resources.pretrain.gpu) is assumed
     to take 1/g of the wall-clock time. Training jobs longer than their limit continue over `submissions`
     submissions (resume from results/.state); evaluation-type jobs do not resume: `submissions` is then "TOO LONG".
+    `shards`: the jobs each evaluation is split into (`datasets.<d>.autoattack.shards`; 1: not split).
     """
     rows: dict[tuple, dict] = {}
     for s in sizing.size(config, table).values():
         job = s.job
         row = rows.setdefault((job.dataset, job.arch, job.rule), {
             "dataset": job.dataset, "arch": job.arch, "rule": job.rule, "jobs": 0, "gpu_hours": 0.0,
-            "longest_job_h": 0.0, "gpus": s.gpus, "limit_h": 0.0, "submissions": 1})
+            "longest_job_h": 0.0, "gpus": s.gpus, "limit_h": 0.0, "submissions": 1, "shards": 1})
+        shard = layout.unit_shard(job.name)  # a shard job's name ends in its unit, '<unit>-s<i>of<k>'
+        row["shards"] = max(row["shards"], shard[2] if shard else 1)
         row["jobs"] += 1
         row["gpu_hours"] += job.seconds / 3600
         row["longest_job_h"] = max(row["longest_job_h"], s.wall_h)
@@ -61,11 +65,11 @@ def format_table(rows: list[dict], cluster: dict | None = None) -> str:
                      f"{cluster['max_runtime']} min (config `cluster`; explicit `resources.<stage>.runtime` wins)")
     lines += [
         "",
-        "| dataset | arch | rule | jobs | GPUs/job | GPU-h | longest job h | limit h | submissions |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | arch | rule | jobs | shards | GPUs/job | GPU-h | longest job h | limit h | submissions |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['arch']} | {r['rule']} | {r['jobs']} | {r['gpus']} | {_hours(r['gpu_hours'])} | "
+        lines.append(f"| {r['dataset']} | {r['arch']} | {r['rule']} | {r['jobs']} | {r['shards']} | {r['gpus']} | {_hours(r['gpu_hours'])} | "
                      f"{_hours(r['longest_job_h'])} | {_hours(r['limit_h'])} | {r['submissions']} |")
     lines += ["", "| rule | jobs | GPU-h |", "|---|---:|---:|"]
     for rule in RULES:

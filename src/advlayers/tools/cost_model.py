@@ -68,7 +68,7 @@ from pathlib import Path
 import yaml
 
 from ..core.recipes import get_recipe
-from ..grid import conf, layout, plan, validate
+from ..grid import conf, layout, plan, sharding, validate
 from ..grid import vocabulary as vocab
 from ..grid.vocabulary import ConfigError
 
@@ -231,6 +231,10 @@ class _Estimator:
             aa = conf.autoattack_eval_settings(config, s.dataset)
             part = vocab.part_size(s.dataset, aa["images"], self.sizes(s.dataset)[1])
             n = min(aa["n"] or part, part)
+            shard = layout.unit_shard(unit)
+            if shard is not None:  # one shard's slice of the n images
+                start, stop = sharding.shard_bounds(n, aa["batch_size"], shard[1], shard[2])
+                n = stop - start
             return len(plan.autoattack_cells(config, s)) * n * AUTOATTACK_UNITS / self.rate(s.dataset, s.arch)
         elif rule == "reinit":
             a = conf.analysis(config, "reinit")

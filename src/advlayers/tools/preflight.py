@@ -40,13 +40,13 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.recipes import Recipe, get_recipe
-from ..grid import conf, layout, plan
+from ..grid import conf, layout, plan, sharding
 from ..grid import vocabulary as vocab
 from . import cost
 
 # The rules of the workflow's DAG that make files (targets and `verify` aside), in pipeline order.
-RULES = ("prepare_data", "pretrain", "retrain", "evaluate", "evaluate_autoattack", "reinit", "sample_features",
-         "embed_features", "feature_divergence", "table_rebuild_marker", "table", "figure", "claims")
+RULES = ("prepare_data", "pretrain", "retrain", "evaluate", "evaluate_autoattack", "merge_shards", "reinit",
+         "sample_features", "embed_features", "feature_divergence", "table_rebuild_marker", "table", "figure", "claims")
 KINDS = ("pretrained", "initial", "retrained")
 OK, NOT_OK = "ok", "NOT OK"
 
@@ -70,8 +70,11 @@ def expected_outputs(config: dict) -> dict[str, list[str]]:
     for s, groups in plan.groups(config).items():
         for group, cells in groups.items():
             out["retrain"] += [layout.group_dir(s, group)] + [layout.cell_path(s, group, c) for c in cells]
-    out["evaluate_autoattack"] = [p for s in plan.autoattack_settings(config)
-                                  for p in layout.evaluation_paths(s, layout.AUTOATTACK_UNIT)]
+    for s in plan.autoattack_settings(config):  # a sharded evaluation: its shards, and their merge the unit's files
+        units = sharding.shard_units(config, s.dataset, layout.AUTOATTACK_UNIT)
+        out["evaluate_autoattack"] += [p for unit in units for p in layout.evaluation_paths(s, unit)]
+        if len(units) > 1:
+            out["merge_shards"] += list(layout.evaluation_paths(s, layout.AUTOATTACK_UNIT))
     out["reinit"] = [layout.reinit_path(s) for s in plan.reinit_settings(config)]
     features = conf.analysis(config, "features") or {}
     for s in plan.feature_settings(config):

@@ -11,7 +11,9 @@ workflow's resources (workflow/rules/common.smk, at DAG time: this module import
 The estimate is `cost_model.jobs` with the reference throughputs, or the measured ones of `cluster.throughput`
 (a YAML written by the preflight or `advlayers cost --measure`). A training job sized over the limit asks for the
 limit and continues over several submissions (it resumes from results/.state); an evaluation-type job keeps no
-state, so one sized over the limit is a config error (`problems`) - found before any job runs.
+state, so one sized over the limit is a config error (`problems`) - found before any job runs; an AutoAttack
+evaluation is split into `datasets.<d>.autoattack.shards` jobs (each a slice of the images, merged exactly), and
+the problem says how many shards would fit.
 """
 
 from __future__ import annotations
@@ -112,8 +114,19 @@ def problems(config: dict, sized: dict[tuple[str, str], Sized]) -> list[str]:
         else:
             out.append(f"{s.job.rule} {s.job.name} is estimated at {s.wall_h:.1f} h, x {c['safety_factor']} = "
                        f"{s.needed_min} min, over cluster.max_runtime = {c['max_runtime']} min and it cannot resume: "
-                       f"evaluate fewer images ({FEWER_IMAGES[s.job.rule].format(d=s.job.dataset)}) or raise the limit")
+                       f"{_shorter(config, s, int(c['max_runtime']))}")
     return out
+
+
+def _shorter(config: dict, s: Sized, limit: int) -> str:
+    """How to make an evaluation-type job fit: more shards (AutoAttack), fewer images or a longer limit."""
+    fewer = f"evaluate fewer images ({FEWER_IMAGES[s.job.rule].format(d=s.job.dataset)}) or raise the limit"
+    if s.job.rule != "evaluate_autoattack":
+        return fewer
+    shard = layout.unit_shard(s.job.name)  # a shard job's name ends in its unit, '<unit>-s<i>of<k>'
+    now = shard[2] if shard else 1
+    wanted = math.ceil(s.needed_min * now / limit)  # the images split evenly (whole batches: check with cost)
+    return f"split it into shards (datasets.{s.job.dataset}.autoattack.shards = {wanted} or more), {fewer}"
 
 
 class Runtimes:
