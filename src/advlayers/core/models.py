@@ -40,7 +40,7 @@ from torch import nn
 
 from .._torchvision import torchvision
 from ..checks import check_number
-from ..grid.vocabulary import MIN_MODULES, check_cutoff, module_names
+from ..grid.vocabulary import MIN_MODULES, MODULE_NAMES, NUM_MODULES, check_cutoff, module_names  # noqa: F401
 from . import splitting
 
 # ImageNet statistics: torchvision's convention, used for every dataset so that a model's input is
@@ -284,7 +284,7 @@ def split_modules(model: ModularNet) -> list[nn.Module]:
     return [getattr(model, name) for name in model.module_names]
 
 
-def module_names_for_cutoff(cutoff: int, direction: str, n: int = 6) -> list[str]:
+def module_names_for_cutoff(cutoff: int, direction: str, n: int = NUM_MODULES) -> list[str]:
     """Modules of an n-module net retrained for a cut-off: 'before' = m0..m{cutoff-1}, 'after' = m{cutoff}..m(n-1).
 
     Cut-off 0 retrains nothing before it (the pretrained net) and everything after it; cut-off n the

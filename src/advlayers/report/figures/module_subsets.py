@@ -128,8 +128,7 @@ def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
     an interval like every other figure's, not a spread); faint dots: the individual subsets (mean over seeds);
     "none run" where no subset of the run includes (or excludes) the module. One panel per pretraining; the
     titles say how many subsets ran."""
-    table = _plain(table)
-    info = info or {}
+    table, info = _plain(table), info or {}
     summary = module_summary(table)
     names = module_names(module_count(table))  # the x axis: the arch's own modules
     work = table.assign(_mask=_masks(table, len(names)).to_numpy())
