@@ -155,3 +155,23 @@ def test_claims_and_figures_use_the_arch_module_count(four):
     assert arch_modules(cut, "four") == 4
     fig = cutoff_figure(cut, {"dataset": "digits"})
     assert fig.axes[0].get_xlim() == (-0.3, 4.3) and "m(c)…m3" in fig.axes[1].get_title()
+
+
+@pytest.mark.slow
+def test_four_module_arch_runs_all_figures(tmp_path):
+    """The workflow end to end at tiny size on the four-module arch: cut-offs 0..4, two module subsets, the
+    controls on m1111, the figures with its own modules."""
+    from helpers import copy_repo, snakemake
+
+    root = copy_repo(tmp_path / "repo")
+    write_config(root)
+    snakemake(root, "all_figures", "--cores", "2", "--configfile", "four.yaml")
+    cut = pd.read_parquet(root / "results" / "tables" / "cutoff_digits.parquet")
+    assert {"m1000", "m1111", "m0011"} <= set(cut["cell"])
+    subsets = pd.read_parquet(root / "results" / "tables" / "module_subsets.parquet")
+    assert set(subsets["subset"].astype(str)) >= {"1010", "0110"}
+    claims = pd.read_parquet(root / "results" / "tables" / "claims.parquet")
+    control = claims[claims["claim"].isin(["A", "B"])]
+    assert len(control) == 2 and control["cells"].astype(str).str.contains("m1111").all()
+    assert (root / "results" / "figures" / "cutoff_digits.png").exists()
+    assert list((root / "results" / "checkpoints").rglob("m1010*")) or list((root / "results").rglob("*m1010*"))
