@@ -75,6 +75,14 @@ def test_the_split_decides_the_module_count(four):
     assert len(modules) == 2
 
 
+def test_layers_command_prints_the_module_count(monkeypatch, capsys):
+    from advlayers.tools import cli
+
+    monkeypatch.chdir(HERE)  # `advlayers layers package.module:function` imports from the working directory
+    assert cli.main(["layers", "fournets:build", "--image-size", "32"]) == 0
+    assert "4 modules, layers per module m0..m3: module_layers: [1, 2, 2, 1]" in capsys.readouterr().out
+
+
 def test_vocabulary_of_a_four_module_arch(four):
     assert vocab.num_modules("four") == 4 and vocab.num_modules("resnet18") == 6
     assert vocab.all_modules_cell("four") == "m1111" and vocab.all_modules_cell("vgg11_bn") == "m111111"
