@@ -109,6 +109,8 @@ def test_config_checks_and_plan_use_the_arch_module_count(four, tmp_path):
     assert plan.module_subset_cells(four) == {"1010": "m1010", "0110": "m0110"}
     s = Setting("digits", "four", 0, "conventional")
     assert plan.cells(four)[s] == ["m0011", "m0110", "m1000", "m1010", "m1111"]
+    rows = plan.table_coordinates(four, "module_subsets")  # the pretrained net is the empty subset '0000'
+    assert {r["subset"]: r["cell"] for r in rows} == {"0000": "pretrained", "1010": "m1010", "0110": "m0110"}
     kind, fields = layout.parse(layout.cell_path(s, "m1010", "m1010"))  # file names carry the 4-bit cell ids
     assert fields["cell"] == "m1010"
     bad = [("before: [1, 4]", "before: [1, 6]", r"cutoffs\.before = 6 is not valid; valid choices: 0\.\.4 \(four of "

@@ -323,7 +323,7 @@ def table_coordinates(config: dict, table: str) -> list[dict]:
     elif kind == "module_subsets":
         a = conf.analysis(config, kind)
         for p in conf.analysis_pretrainings(config, kind):
-            for mask, cell in {"000000": None, **module_subset_cells(config)}.items():
+            for mask, cell in {"0" * num_modules(a["arch"]): None, **module_subset_cells(config)}.items():
                 rows.append({"dataset": a["dataset"], "arch": a["arch"], "pretraining": p, "subset": mask,
                              "cell": cell or PRETRAINED})
     else:
