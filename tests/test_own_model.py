@@ -51,10 +51,10 @@ def test_unlisted_torchvision_arch_is_split_and_computes_the_same_function():
 
 
 def test_ambiguous_split_says_how_to_name_the_cuts():
-    class Shallow(nn.Module):  # two halvings only
-        def __init__(self, num_classes=10):
+    class Shallow(nn.Module):  # one halving, then a stride-4 layer that skips a resolution
+        def __init__(self, num_classes=10, stride=4):
             super().__init__()
-            self.a, self.b = nn.Conv2d(3, 4, 3, 2, 1), nn.Conv2d(4, 4, 3, 2, 1)
+            self.a, self.b = nn.Conv2d(3, 4, 3, 2, 1), nn.Conv2d(4, 4, 3, stride, 1)
             self.fc = nn.Linear(4, num_classes)
 
         def forward(self, x):
@@ -64,7 +64,9 @@ def test_ambiguous_split_says_how_to_name_the_cuts():
         splitting.split_net(Shallow(), nn.Identity(), 32)
     nodes = [n.name for n in splitting.describe_nodes(Shallow(), 32) if n.op not in ("placeholder", "output")]
     modules, _ = splitting.split_net(Shallow(), nn.Identity(), 32, cuts=tuple(nodes[1:6]))
-    assert len(modules) == 6
+    assert len(modules) == 6  # the cuts decide the module count: five cuts, six modules
+    modules, _ = splitting.split_net(Shallow(stride=2), nn.Identity(), 32)  # two halvings: m0, m1 and the head
+    assert len(modules) == 3
 
 
 def test_user_builder_next_to_the_config(tmp_path):

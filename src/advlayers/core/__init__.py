@@ -2,7 +2,7 @@
 and several processes), checkpoints and evaluation.
 
 models        torchvision VGG / ResNet as six modules m0..m5; layers with their torchvision names
-splitting     any CNN (torchvision, timm, a builder function) traced with torch.fx and cut into m0..m5
+splitting     any CNN (torchvision, timm, a builder function) traced with torch.fx and cut into m0..m(N-1)
 published     published weights (torchvision enums; torchvision, RobustBench, Madry-lab files) as pretrained nets
 datasets      train/test splits (in memory or streamed image folders) and the prepared-data artifact
 recipes       the paper's training presets and the precision that fits the hardware (torch-free to read)

@@ -2,7 +2,7 @@
 
 A model is a `ModularNet`: an `nn.Sequential` whose six children are named ``m0`` .. ``m5``, so
 ``model(x) == m5(m4(m3(m2(m1(m0(x))))))`` by construction and every parameter/buffer belongs to exactly one
-module. Inputs are images in [0, 1]; the input normalisation is the first layer of m0, so attacks and eps
+module. (A config arch split by `core.splitting` has the N modules m0..m(N-1) of its own split.) Inputs are images in [0, 1]; the input normalisation is the first layer of m0, so attacks and eps
 live in pixel space.
 
 Module mapping (paper §3, Fig. 1):
@@ -40,7 +40,7 @@ from torch import nn
 
 from .._torchvision import torchvision
 from ..checks import check_number
-from ..grid.vocabulary import MODULE_NAMES, NUM_MODULES
+from ..grid.vocabulary import MIN_MODULES, MODULE_NAMES, NUM_MODULES, check_cutoff, module_names  # noqa: F401
 from . import splitting
 
 # ImageNet statistics: torchvision's convention, used for every dataset so that a model's input is
@@ -80,17 +80,23 @@ class ModelSpec:
 
 
 class ModularNet(nn.Sequential):
-    """Six named modules m0..m5 applied in order; `spec` says how to rebuild (and re-initialise) it;
-    `torchvision_names` maps qualified module names ('m1.1.0.conv1') to torchvision's ('layer1.0.conv1')."""
+    """N named modules m0..m(N-1) applied in order (N = 6 for the paper's archs, a config arch's split otherwise);
+    `spec` says how to rebuild (and re-initialise) it; `torchvision_names` maps qualified module names
+    ('m1.1.0.conv1') to torchvision's ('layer1.0.conv1')."""
 
     def __init__(self, modules: list[nn.Module], spec: ModelSpec, torchvision_names: dict[str, str] | None = None):
-        if len(modules) != NUM_MODULES:
-            raise ValueError(f"a ModularNet needs {NUM_MODULES} modules, got {len(modules)}")
+        if len(modules) < MIN_MODULES:
+            raise ValueError(f"a ModularNet needs at least {MIN_MODULES} modules, got {len(modules)}")
         super().__init__()
-        for name, module in zip(MODULE_NAMES, modules):
+        for name, module in zip(module_names(len(modules)), modules):
             self.add_module(name, module)
         self.spec = spec
         self.torchvision_names = dict(torchvision_names or {})
+
+    @property
+    def module_names(self) -> tuple[str, ...]:
+        """('m0', ..., 'm(N-1)')."""
+        return module_names(len(self))
 
 
 def _init_like_torchvision(modules, linear_std: float | None) -> None:
@@ -187,7 +193,8 @@ _BUILDERS = {
 
 
 def register_arch(name: str, builder) -> None:
-    """Add an architecture: `builder(name, num_classes) -> [m0, ..., m5]` (six nn.Modules applied in order,
+    """Add an architecture: `builder(name, num_classes) -> [m0, ..., m5]` (nn.Modules applied in order, six for
+    the grid's vocabulary of a paper-like arch,
     cut at the downsampling layers, m0 starting with `Normalize()`; a builder taking `width=` gets the width
     multiplier). Training, attacks, evaluation and the analyses then work on it by name. For the workflow, name
     your arch in the config's `archs` section instead (`advlayers.core.splitting`: any nn.Module, split
@@ -218,10 +225,11 @@ def _build_split(arch: str, num_classes: int, spec: ModelSpec) -> ModularNet:
     net = splitting.build_plain(source.source, num_classes, source.path)
     modules, names = splitting.split_net(net, Normalize(spec.mean, spec.std), spec.image_size, source.cuts)
     model = _with_names(modules, net, spec, names)
-    counts = tuple(Counter(layer.module for layer in layers(model)).get(m, 0) for m in MODULE_NAMES)
+    counts = tuple(Counter(layer.module for layer in layers(model)).get(m, 0) for m in model.module_names)
     if source.module_layers is not None and counts != tuple(source.module_layers):
-        raise ValueError(f"arch {arch!r}: the traced split has {list(counts)} layers in m0..m5, the config says "
-                         f"archs.{arch}.module_layers = {list(source.module_layers)}; set it to {list(counts)}")
+        raise ValueError(f"arch {arch!r}: the traced split has {list(counts)} layers in m0..m{len(counts) - 1}, the "
+                         f"config says archs.{arch}.module_layers = {list(source.module_layers)}; set it to "
+                         f"{list(counts)}")
     return model
 
 
@@ -241,7 +249,8 @@ def _build(arch: str, num_classes: int, spec: ModelSpec) -> ModularNet:
 
 def build_model(arch: str, num_classes: int, image_size: int, seed: int | None = None,
                 width: float = 1.0, mean=None, std=None) -> ModularNet:
-    """A freshly initialised (torchvision's initialisation) six-module model, `width` x torchvision's channels.
+    """A freshly initialised (torchvision's initialisation) modular model (six modules for the paper's archs),
+    `width` x torchvision's channels.
 
     With `seed`, the initialisation is drawn from a private generator state so it does not depend on, and
     does not advance, the caller's global RNG.
@@ -271,22 +280,22 @@ def _check_stats(mean, std) -> tuple[tuple, tuple]:
 
 
 def split_modules(model: ModularNet) -> list[nn.Module]:
-    """The six modules m0..m5, in forward order."""
-    return [getattr(model, name) for name in MODULE_NAMES]
+    """The modules m0..m(N-1), in forward order."""
+    return [getattr(model, name) for name in model.module_names]
 
 
-def module_names_for_cutoff(cutoff: int, direction: str) -> list[str]:
-    """Modules retrained for a cut-off: 'before' = m0..m{cutoff-1}, 'after' = m{cutoff}..m5.
+def module_names_for_cutoff(cutoff: int, direction: str, n: int = NUM_MODULES) -> list[str]:
+    """Modules of an n-module net retrained for a cut-off: 'before' = m0..m{cutoff-1}, 'after' = m{cutoff}..m(n-1).
 
-    Cut-off 0 retrains nothing before it (the pretrained net) and everything after it; cut-off 6 the
-    reverse. Valid cut-offs are 0..6.
+    Cut-off 0 retrains nothing before it (the pretrained net) and everything after it; cut-off n the
+    reverse. Valid cut-offs are 0..n (0..6 for the paper's archs).
     """
-    if not isinstance(cutoff, int) or isinstance(cutoff, bool) or not 0 <= cutoff <= NUM_MODULES:
-        raise ValueError(f"cut-off must be an integer in 0..{NUM_MODULES}, got {cutoff!r}")
+    check_cutoff(cutoff, n)  # a ConfigError (a ValueError) naming 0..n
+    names = module_names(n)
     if direction == "before":
-        return list(MODULE_NAMES[:cutoff])
+        return list(names[:cutoff])
     if direction == "after":
-        return list(MODULE_NAMES[cutoff:])
+        return list(names[cutoff:])
     raise ValueError(f"unknown direction {direction!r}; valid choices: before, after")
 
 
@@ -295,7 +304,7 @@ class Layer:
     """One conv/linear layer with the BatchNorm that directly follows it (None for the classifier)."""
 
     index: int
-    module: str  # "m0".."m5"
+    module: str  # "m0".."m(N-1)"
     names: tuple[str, ...]  # qualified names inside the model: (conv, bn) or (linear,)
     torchvision_name: str = ""  # the conv/linear's name in the torchvision model ('layer2.0.conv1')
 
@@ -321,7 +330,7 @@ def layers(model: ModularNet) -> list[Layer]:
     def add(module_name, names):
         result.append(Layer(len(result), module_name, tuple(names), tv.get(names[0], "")))
 
-    for module_name in MODULE_NAMES:
+    for module_name in model.module_names:
         pending: str | None = None
         for name, sub in getattr(model, module_name).named_modules(prefix=module_name):
             if isinstance(sub, (nn.Conv2d, nn.Linear)):

@@ -7,12 +7,13 @@ An arch named in the config (`archs: {NAME: {source: ...}}`) is built by its sou
     mypackage.mynets:build             a function(num_classes=...) returning an nn.Module; the config's folder
                                        (or `archs.NAME.path`) is on sys.path while importing it
 
-The net is traced once with torch.fx and its feature-map sizes propagated on a dummy input. Every node whose
-output is a 4-D map at 1/2^k of the input size belongs to module m(max(k, 1) - 1) (full-resolution layers
-join m0); global pooling and everything after it (non-spatial outputs) form the last module. The cut between
-two modules must be crossed by exactly one tensor, so the modules chain (`ModularNet`). If that does not hold,
-or the net does not downsample five times, the split is ambiguous and the error says how to name the cut points
-(`archs.NAME.cuts`: the fx node names where m1..m5 start; `advlayers layers NAME --nodes` lists them).
+The net is traced once with torch.fx and its feature-map sizes propagated on a dummy input. The first layer
+with weights opens m0, each halving of the resolution after it opens the next module, and global pooling with
+everything after it (non-spatial outputs) forms the last module: a net with h halvings after its first layer
+has N = h + 2 modules (the paper's archs: 6). The cut between two modules must be crossed by exactly one tensor,
+so the modules chain (`ModularNet`). If that does not hold, or a resolution is skipped (a stride-4 layer), the
+split is ambiguous and the error says how to name the cut points (`archs.NAME.cuts`: the N - 1 fx node names
+where m1..m(N-1) start; `advlayers layers NAME --nodes` lists them).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..grid.vocabulary import NUM_MODULES, ConfigError
+from ..grid.vocabulary import MIN_MODULES, ConfigError
 
 
 @dataclass(frozen=True)
@@ -228,9 +229,9 @@ def _has_weights(gm, segment) -> bool:
     return False
 
 
-def _assign_by_resolution(gm, nodes: list[TracedNode], image_size: int) -> None:
+def _assign_by_resolution(gm, nodes: list[TracedNode], image_size: int) -> int:
+    """Assigns each node its module; returns N (the head is m(N-1), one after the deepest weighted level)."""
     graph_nodes = {n.name: n for n in gm.graph.nodes}
-    head = NUM_MODULES - 1
     levels, in_head = [], False
     segments = _segments(nodes)
     for seg in segments:
@@ -244,33 +245,35 @@ def _assign_by_resolution(gm, nodes: list[TracedNode], image_size: int) -> None:
     if not weighted:
         raise _ambiguous("no weight layer before the pooling head")
     lowest, current = min(weighted), 0
+    head = max(weighted) - lowest + 1
     for seg, level in zip(segments, levels):
         module = head if level is None else max(level - lowest, 0)
         if module < current:
             raise _ambiguous(f"node {seg[-1].name} is at a higher resolution than the node before it")
-        if module >= head and level is not None and _has_weights(gm, seg):
-            raise _ambiguous(f"node {seg[-1].name} is {level} halvings deep: more than {head - 1} after the first layer")
         current = min(module, head)
         for n in seg:
             n.module = current
+    return head + 1
 
 
-def _assign_by_cuts(nodes: list[TracedNode], cuts: tuple[str, ...]) -> None:
+def _assign_by_cuts(nodes: list[TracedNode], cuts: tuple[str, ...]) -> int:
+    """Assigns each node its module; returns N = len(cuts) + 1."""
     body = _body(nodes)
     names = [n.name for n in body]
     unknown = [c for c in cuts if c not in names]
-    if unknown or len(cuts) != NUM_MODULES - 1:
-        raise ConfigError(f"cuts {list(cuts)}: need {NUM_MODULES - 1} fx node names where m1..m{NUM_MODULES - 1} "
+    if unknown or len(cuts) < MIN_MODULES - 1:
+        raise ConfigError(f"cuts {list(cuts)}: need N - 1 >= {MIN_MODULES - 1} fx node names where m1..m(N-1) "
                           f"start (unknown: {unknown}); `advlayers layers ARCH --nodes` lists them")
     positions = [names.index(c) for c in cuts]
     if positions != sorted(positions):
         raise ConfigError(f"cuts {list(cuts)} are not in execution order")
     for i, n in enumerate(body):
         n.module = sum(i >= p for p in positions)
+    return len(cuts) + 1
 
 
-def _finish_assignment(nodes: list[TracedNode]) -> dict[str, int]:
-    """Constant (get_attr) nodes join their first user's module; checks the modules chain."""
+def _finish_assignment(nodes: list[TracedNode], n_modules: int) -> dict[str, int]:
+    """Constant (get_attr) nodes join their first user's module; checks the `n_modules` modules chain."""
     by_name = {n.name: n for n in nodes}
     users: dict[str, list[int]] = {}
     for n in nodes:
@@ -281,10 +284,10 @@ def _finish_assignment(nodes: list[TracedNode]) -> dict[str, int]:
             n.module = min(users.get(n.name, [0]))
     body = [n for n in nodes if n.op not in ("placeholder", "output")]
     found = sorted({n.module for n in body})
-    if found != list(range(NUM_MODULES)):
-        raise _ambiguous(f"the trace gives modules {found}, not 0..{NUM_MODULES - 1} (a net with fewer than "
-                         f"{NUM_MODULES - 1} halvings, or no pooling head)")
-    for k in range(1, NUM_MODULES):
+    if found != list(range(n_modules)) or n_modules < MIN_MODULES:
+        raise _ambiguous(f"the trace gives modules {found}, not 0..{n_modules - 1} (a resolution skipped by a "
+                         f"stride-4 layer, no pooling head, or fewer than {MIN_MODULES} modules)")
+    for k in range(1, n_modules):
         crossing = {i for n in body if n.module >= k for i in n.inputs
                     if by_name[i].op not in ("placeholder", "get_attr") and by_name[i].module < k}
         if len(crossing) != 1:
@@ -298,25 +301,22 @@ def _finish_assignment(nodes: list[TracedNode]) -> dict[str, int]:
 
 
 def _ambiguous(reason: str) -> ConfigError:
-    return ConfigError(f"cannot split the net into {NUM_MODULES} modules at its downsampling points ({reason}); "
-                       f"name the {NUM_MODULES - 1} fx nodes where m1..m{NUM_MODULES - 1} start in the config, "
-                       "archs.NAME.cuts: [node, ...] (`advlayers layers NAME --nodes` lists the nodes and sizes)")
+    return ConfigError(f"cannot split the net into modules at its downsampling points ({reason}); name the fx "
+                       "nodes where m1..m(N-1) start in the config, archs.NAME.cuts: [node, ...] (N - 1 >= "
+                       f"{MIN_MODULES - 1} of them; `advlayers layers NAME --nodes` lists the nodes and sizes)")
 
 
 def split_net(net: nn.Module, normalize: nn.Module, image_size: int, cuts: tuple[str, ...] = ()):
-    """([m0, ..., m5] as fx GraphModules, {advlayers-free module id -> name in `net`}): `normalize` then `net`,
-    cut at the resolution halvings (or at `cuts`)."""
+    """([m0, ..., m(N-1)] as fx GraphModules, {advlayers-free module id -> name in `net`}): `normalize` then
+    `net`, cut at the resolution halvings (or at `cuts`: N = len(cuts) + 1)."""
     from torch.fx.passes.split_module import split_module
 
     wrapped = _Normalized(normalize, net)
     gm, nodes = trace(wrapped, image_size)
-    if cuts:
-        _assign_by_cuts(nodes, cuts)
-    else:
-        _assign_by_resolution(gm, nodes, image_size)
-    assignment = _finish_assignment(nodes)
+    n_modules = _assign_by_cuts(nodes, cuts) if cuts else _assign_by_resolution(gm, nodes, image_size)
+    assignment = _finish_assignment(nodes, n_modules)
     split = split_module(gm, wrapped, lambda node: assignment[node.name], keep_original_order=True)
-    modules = [getattr(split, f"submod_{k}") for k in range(NUM_MODULES)]
+    modules = [getattr(split, f"submod_{k}") for k in range(n_modules)]
     for k, module in enumerate(modules):
         inputs = [n.name for n in module.graph.nodes if n.op == "placeholder"]
         if len(inputs) != 1:

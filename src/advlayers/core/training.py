@@ -54,7 +54,8 @@ def check_units(model: ModularNet, units: list[str]) -> list[str]:
     names = dict(model.named_modules())
     bad = [u for u in units if u not in names or u == ""]
     if bad:
-        raise ValueError(f"unknown module name(s) {bad}; valid: m0..m5 or qualified layer names such as 'm2.0.conv1'")
+        raise ValueError(f"unknown module name(s) {bad}; valid: m0..m{len(model) - 1} or qualified layer names such as "
+                         "'m2.0.conv1'")
     return list(units)
 
 
@@ -62,7 +63,7 @@ def cell_units(model: ModularNet, cell: str) -> list[str]:
     """The units (module or qualified layer names) a grid cell retrains: 'm110000' -> ['m0', 'm1'],
     'l0-7' -> the conv/BN names of layers 0..6 (`advlayers.grid` cells)."""
     if cell.startswith("m"):
-        return list(vocab.mask_modules(cell[1:]))
+        return list(vocab.mask_modules(cell[1:], len(model)))  # as many bits as the net has modules
     all_layers = layers(model)
     if model.spec.arch in vocab.LAYER_COUNTS and len(all_layers) != vocab.LAYER_COUNTS[model.spec.arch]:
         raise ValueError(f"{model.spec.arch} has {len(all_layers)} layers, the grid expects "

@@ -69,9 +69,9 @@ FIELDS = {
     "seed": r"\d+",
     "pretraining": "|".join(PRETRAININGS),
     "retraining": "|".join(PRETRAININGS),
-    "group": r"m[01]{6}|l\d+-\d+|cutoff\d+|analysis\d+",
-    "cell": r"m[01]{6}|l\d+-\d+",
-    "unit": r"(?:pretrained|retrained_(?:m[01]{6}|l\d+-\d+|cutoff\d+|analysis\d+)|cutoff_nets|analysis_nets|autoattack)"
+    "group": r"m[01][01]+|l\d+-\d+|cutoff\d+|analysis\d+",
+    "cell": r"m[01][01]+|l\d+-\d+",
+    "unit": r"(?:pretrained|retrained_(?:m[01][01]+|l\d+-\d+|cutoff\d+|analysis\d+)|cutoff_nets|analysis_nets|autoattack)"
             r"(?:-s\d+of\d+)?",
     "method": "|".join(EMBED_METHODS),
     "ext": r"pt|json|png|pdf",

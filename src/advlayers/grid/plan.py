@@ -21,6 +21,7 @@ from .vocabulary import (
     cell_order,
     cutoff_mask,
     layer_range,
+    num_modules,
 )
 
 # --------------------------------------------------------------------------- cells
@@ -28,7 +29,8 @@ from .vocabulary import (
 
 def cutoff_cells(config: dict, arch: str) -> dict[tuple[str, int], str | None]:
     """Fig. 2-4: (direction, cut-off) -> cell (None = nothing retrained = the pretrained net)."""
-    return {(d, c): cell_of_mask(cutoff_mask(c, d)) for d in DIRECTIONS for c in config["cutoffs"][d]}
+    n = num_modules(arch)  # cut-offs 0..N of the arch's own N modules
+    return {(d, c): cell_of_mask(cutoff_mask(c, d, n)) for d in DIRECTIONS for c in config["cutoffs"][d]}
 
 
 def layer_cutoff_cells(config: dict, arch: str) -> dict[int, str | None]:
@@ -38,9 +40,9 @@ def layer_cutoff_cells(config: dict, arch: str) -> dict[int, str | None]:
 
 
 def module_subset_cells(config: dict) -> dict[str, str | None]:
-    """Fig. 6: mask -> cell."""
+    """Fig. 6: mask -> cell (all 2^N masks of the analysis arch's N modules unless `subsets` names some)."""
     cfg = conf.analysis(config, "module_subsets")
-    return {mask: cell_of_mask(mask) for mask in (cfg.get("subsets") or all_subsets())}
+    return {mask: cell_of_mask(mask) for mask in (cfg.get("subsets") or all_subsets(num_modules(cfg["arch"])))}
 
 
 def settings(config: dict) -> list[Setting]:
@@ -328,7 +330,7 @@ def table_coordinates(config: dict, table: str) -> list[dict]:
     elif kind == "module_subsets":
         a = conf.analysis(config, kind)
         for p in conf.analysis_pretrainings(config, kind):
-            for mask, cell in {"000000": None, **module_subset_cells(config)}.items():
+            for mask, cell in {"0" * num_modules(a["arch"]): None, **module_subset_cells(config)}.items():
                 rows.append({"dataset": a["dataset"], "arch": a["arch"], "pretraining": p, "subset": mask,
                              "cell": cell or PRETRAINED})
     else:

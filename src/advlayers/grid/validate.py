@@ -23,6 +23,7 @@ from .vocabulary import (
     ConfigError,
     known_archs,
     mask_modules,
+    num_modules,
     part_size,
     register_folder_dataset,
     register_module_layers,
@@ -129,6 +130,9 @@ def check(config: dict, root_exists=None) -> None:
         if name in ARCHS:
             _invalid("archs", name, ["a name that is not a paper arch"])
         register_module_layers(name, spec["module_layers"])
+        if spec.get("cuts") and len(spec["cuts"]) != len(spec["module_layers"]) - 1:
+            _invalid(f"archs.{name}.cuts", spec["cuts"], [f"{len(spec['module_layers']) - 1} fx node names (the "
+                                                          f"{len(spec['module_layers'])} modules of module_layers)"])
     archs = known_archs()
     check_folder_datasets(config)
     for ds, dcfg in config["datasets"].items():
@@ -166,13 +170,30 @@ def check(config: dict, root_exists=None) -> None:
         for k in a["cutoffs"]:
             if not 0 <= k <= n:
                 _invalid("analyses.layer_cutoff.cutoffs", k, [f"0..{n} ({a['arch']} has {n} layers)"])
-    for mask in (analysis(config, "module_subsets") or {}).get("subsets") or []:
-        mask_modules(mask)
+    _check_module_counts(config)
     for ds, dcfg in config["datasets"].items():
         found = {c for s, cs in plan.cells(config).items() if s.dataset == ds for c in cs}
         for cell in (dcfg.get("autoattack") or {}).get("cells", []):
             if cell != PRETRAINED and cell not in found:
                 _invalid(f"datasets.{ds}.autoattack.cells", cell, [PRETRAINED, *sorted(found)])
+
+
+def _check_module_counts(config: dict) -> None:
+    """Cut-offs and module subsets against each arch's own module count N (6 for the paper's archs)."""
+    for ds, dcfg in config["datasets"].items():
+        for arch in dcfg["archs"]:
+            n = num_modules(arch)
+            for direction in DIRECTIONS:
+                for c in config["cutoffs"][direction]:
+                    if c > n:
+                        _invalid(f"cutoffs.{direction}", c, [f"0..{n} ({arch} of datasets.{ds} has {n} modules)"])
+    a = analysis(config, "module_subsets")
+    for mask in (a or {}).get("subsets") or []:
+        n = num_modules(a["arch"])
+        try:
+            mask_modules(mask, n)
+        except ConfigError:
+            _invalid("analyses.module_subsets.subsets", mask, [f"{n} characters of 0/1 ({a['arch']} has {n} modules)"])
 
 
 def _check_evals(config: dict) -> None:

@@ -81,7 +81,7 @@ CONTROLS = {
                "conventionally removes G in the retraining budget", "(rob(adv) - rob(adv, m111111)) / G",
                CONTROL, ">="),
 }
-CONTROL_CELL = "m111111"  # cut-off 'before 6' of each pretrained net
+CONTROL_CELL = "m111111"  # cut-off 'before 6' of a six-module net; an N-module arch: 'm' + N ones (all its modules)
 NEEDS_CONTROL = {**{c: "A" for c in ("C1a", "C1b", "C2", "C5a", "C5b", "C6a", "C6b")},
                  **{c: "B" for c in ("C3a", "C3b", "C4")}}
 OVER_G = ("C1a", "C1b", "C2", "C3a", "C4", "C5b", "C6a", "C6b", "A", "B")  # statistics divided by G

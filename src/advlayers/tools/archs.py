@@ -44,8 +44,6 @@ def print_nodes(arch: str, image_size: int, num_classes: int) -> None:
 
 def layers_command(args) -> int:
     from ..core.models import build_model, layers, parameter_count
-    from ..grid.vocabulary import MODULE_NAMES
-
     arch = _resolve(args.arch, args.config)
     if args.nodes:
         print_nodes(arch, args.image_size, args.num_classes)
@@ -59,7 +57,8 @@ def layers_command(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.rjust(w) if i in (0, 5) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
-    counts = [sum(layer.module == m for layer in layers(model)) for m in MODULE_NAMES]
+    counts = [sum(layer.module == m for layer in layers(model)) for m in model.module_names]
     print(f"{len(rows) - 1} layers, {parameter_count(model):,} parameters ({args.arch}, width {args.width:g}, "
-          f"{args.num_classes} classes); layers per module m0..m5: module_layers: {counts}")
+          f"{args.num_classes} classes); {len(counts)} modules, layers per module m0..m{len(counts) - 1}: "
+          f"module_layers: {counts}")
     return 0

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ...grid.vocabulary import MODULE_NAMES, as_mask, opposite
+from ...grid.vocabulary import NUM_MODULES, as_mask, known_archs, module_names, num_modules, opposite
 from .style import (
     COLUMN_WIDTH,
     FULL_WIDTH,
@@ -47,12 +47,23 @@ def median_interval(values) -> tuple[float, float]:
     return float(x[rank - 1]), float(x[n - rank])
 
 
-def _masks(table: pd.DataFrame) -> pd.Series:
-    """Each row's module subset as a mask ('101000'): the `subset` column, else `retrained_modules`, in any form
-    `grid.vocabulary.as_mask` reads."""
+def module_count(table: pd.DataFrame) -> int:
+    """N, the modules of the table's arch: the vocabulary's N of its `arch` (6 for the paper's archs), else the
+    length of its `subset` masks, else 6."""
+    if "arch" in table:
+        known = {num_modules(a) for a in set(table["arch"].dropna()) if a in known_archs()}
+        if len(known) == 1:
+            return known.pop()
+    sizes = {len(v) for v in table["subset"] if isinstance(v, str)} if "subset" in table else set()
+    return max(sizes) if sizes else NUM_MODULES
+
+
+def _masks(table: pd.DataFrame, n: int = NUM_MODULES) -> pd.Series:
+    """Each row's module subset as a mask of `n` modules ('101000'): the `subset` column, else
+    `retrained_modules`, in any form `grid.vocabulary.as_mask` reads."""
     for column in ("subset", "retrained_modules"):
         if column in table:
-            return table[column].map(as_mask)
+            return table[column].map(lambda v: as_mask(v, n))
     raise ValueError("module_summary needs a 'subset' (bitmask) or 'retrained_modules' column")
 
 
@@ -87,11 +98,12 @@ def module_summary(table: pd.DataFrame, by: Sequence[str] = ("pretraining",),
     missing = [c for c in (*by, *metrics) if c not in table]
     if missing:
         raise ValueError(f"module_summary: missing column(s) {missing}")
-    work = table.assign(_mask=_masks(table).to_numpy())
+    n_modules = module_count(table)
+    work = table.assign(_mask=_masks(table, n_modules).to_numpy())
     per_subset = work.groupby([*by, "_mask"], sort=False)[list(metrics)].mean().reset_index()
     rows = []
     for key, group in _groups(per_subset, by):
-        for i, module in enumerate(MODULE_NAMES):
+        for i, module in enumerate(module_names(n_modules)):
             included = group["_mask"].str[i] == "1"
             for membership, selected in (("included", group[included]), ("excluded", group[~included])):
                 for metric in metrics:
@@ -103,8 +115,10 @@ def module_summary(table: pd.DataFrame, by: Sequence[str] = ("pretraining",),
     return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])
 
 
-def subset_count_text(n: int) -> str:
-    return "all 64 module subsets" if n == 64 else f"{n} of 64 module subsets"
+def subset_count_text(n: int, n_modules: int = NUM_MODULES) -> str:
+    """'all 64 module subsets' / '5 of 64 module subsets' (2^N for N modules)."""
+    total = 2**n_modules
+    return f"all {total} module subsets" if n == total else f"{n} of {total} module subsets"
 
 
 @_styled
@@ -114,10 +128,10 @@ def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
     an interval like every other figure's, not a spread); faint dots: the individual subsets (mean over seeds);
     "none run" where no subset of the run includes (or excludes) the module. One panel per pretraining; the
     titles say how many subsets ran."""
-    table = _plain(table)
-    info = info or {}
+    table, info = _plain(table), info or {}
     summary = module_summary(table)
-    work = table.assign(_mask=_masks(table).to_numpy())
+    names = module_names(module_count(table))  # the x axis: the arch's own modules
+    work = table.assign(_mask=_masks(table, len(names)).to_numpy())
     pretrainings = _ordered(summary["pretraining"])
     width = COLUMN_WIDTH if len(pretrainings) == 1 else FULL_WIDTH
     fig, axes = _figure(width, 2.9, 1, len(pretrainings), sharey=True)
@@ -129,10 +143,10 @@ def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
         sub = summary[summary["pretraining"] == pretraining]
         points = work[work["pretraining"] == pretraining].groupby("_mask")[list(METRICS)].mean().reset_index()
         counts[pretraining] = len(points)
-        x = np.arange(len(MODULE_NAMES))
+        x = np.arange(len(names))
         for i, (metric, membership) in enumerate(bars):
             part = sub[(sub["metric"] == metric) & (sub["membership"] == membership)].set_index("module")
-            part = part.reindex(list(MODULE_NAMES))
+            part = part.reindex(list(names))
             _, color, _, _ = METRICS[metric]
             excluded = membership == "excluded"
             pos = x + (i - 1.5) * bar_w
@@ -144,12 +158,12 @@ def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
             for j in np.flatnonzero(part["n"].fillna(0).to_numpy() == 0):
                 ax.text(pos[j], 0.02, "none run", rotation=90, ha="center", va="bottom", fontsize=MIN_FONT,
                         color="0.45", zorder=4)
-            for j in range(len(MODULE_NAMES)):
+            for j in range(len(names)):
                 inside = points["_mask"].str[j] == "1"
                 vals = points.loc[inside if not excluded else ~inside, metric].astype(float).to_numpy()
                 jitter = rng.uniform(-0.28, 0.28, len(vals)) * bar_w
                 ax.scatter(pos[j] + jitter, vals, s=2.5, color="0.25", alpha=0.35, lw=0, zorder=3)
-        ax.set_xticks(x, [f"m{i}" for i in range(len(MODULE_NAMES))])
+        ax.set_xticks(x, list(names))
         ax.set_xlabel("module")
         ax.set_title(f"{_pretraining_title(pretraining, opposite(pretraining))}\n"
                      f"({counts[pretraining]} subsets incl. the pretrained net)")
@@ -166,5 +180,5 @@ def module_subsets_figure(table: pd.DataFrame, info: dict | None = None):
                       label="one subset (mean over seeds)")]
     _legend(fig, handles, ncol=2 if width == COLUMN_WIDTH else 3)
     n = max(counts.values()) if counts else 0
-    _suptitle(fig, f"Module subsets: {subset_count_text(n)} retrained; {run_text(info, table)}")
+    _suptitle(fig, f"Module subsets: {subset_count_text(n, len(names))} retrained; {run_text(info, table)}")
     return fig
