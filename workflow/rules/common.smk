@@ -153,6 +153,8 @@ def figure_info(wc):
                 "width": conf.width(config, dataset), "attack": conf.eval_settings(config, dataset),
                 "recipe": conf.recipe_params(config, dataset),
                 "retrain_recipe": conf.recipe_params(config, dataset, True), "seeds": SEEDS}
+    if kind == layout.TRAINING_CURVES:
+        return {"kind": kind, "dataset": ", ".join(config["datasets"]), "seeds": SEEDS}
     section = "features" if layout.paper_figure(config, name) == "Fig. 8" else kind
     a = conf.analysis(config, section)
     dataset = a.get("dataset") or a["datasets"][0]
