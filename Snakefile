@@ -22,8 +22,11 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
+    **{
+        field: layout.FIELDS[field]
+        for field in ("arch", "seed", "pretraining", "retraining", "group", "unit", "method")
+    },
     dataset="|".join(config["datasets"]),
-    **{field: layout.FIELDS[field] for field in ("arch", "seed", "pretraining", "retraining", "group", "unit", "method")},
 
 
 include: "workflow/rules/data.smk"

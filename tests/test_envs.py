@@ -10,6 +10,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -21,6 +22,7 @@ ENV = REPO / "workflow" / "envs" / "advlayers.yaml"
 HOST_ONLY = {"snakemake-executor-plugin-slurm"}  # runs in the environment that submits the jobs, not in jobs
 PINNED = ("torch", "torchvision", "pyautoattack")
 FLOORS = ("requests", "urllib3", "idna")  # constraints.txt's lower bounds: network libraries without old advisories
+FORMATTER = ("snakefmt", "black")  # pinned: the rule files' formatting (CI checks it) must not change by itself
 
 
 def pyproject():
@@ -71,8 +73,12 @@ def test_env_lists_every_dependency_with_the_pyproject_bounds():
 
 def test_constraints_pin_torch_torchvision_pyautoattack_and_floor_the_network_libraries():
     pins = constraints()
-    assert set(pins) == {*PINNED, *FLOORS}
+    assert set(pins) == {*PINNED, *FLOORS, *FORMATTER}
     assert all(len(pins[n].specifier) == 1 and next(iter(pins[n].specifier)).operator == "==" for n in PINNED)
+    assert all(len(pins[n].specifier) == 1 and next(iter(pins[n].specifier)).operator == "==" for n in FORMATTER)
+    test_extra = requirements(pyproject()["project"]["optional-dependencies"]["test"])
+    (pin,) = pins["snakefmt"].specifier
+    assert test_extra["snakefmt"].specifier.contains(pin.version), "the test extra installs the pinned snakefmt"
     assert all(len(pins[n].specifier) == 1 and next(iter(pins[n].specifier)).operator == ">=" for n in FLOORS)
     # at least the releases the issue asked for: requests 2.32, urllib3 2, idna 3.7
     for name, oldest in (("requests", "2.32"), ("urllib3", "2"), ("idna", "3.7")):
@@ -154,3 +160,16 @@ def test_citation_and_license_agree_with_the_package():
     assert "2107.04827" in paper["url"]
     license_text = (REPO / "LICENSE").read_text()
     assert license_text.startswith("MIT License") and "2026 advlayers contributors" in license_text
+
+
+def test_rule_files_are_snakefmt_clean():
+    """`snakefmt --check Snakefile workflow/` (as .ci/run) with the project's settings ([tool.snakefmt]: line length
+    120, directives in their written order): nothing to reformat, nothing it cannot parse."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("snakefmt")
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--check Snakefile workflow/" in (REPO / ".ci" / "run").read_text()

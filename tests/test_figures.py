@@ -198,6 +198,7 @@ def infos() -> dict[str, dict]:
         "feature_divergence": {**common, "kind": "feature_divergence",
                                "analysis": {"dataset": "mnist5k", "arch": "resnet18", "n_images": 150,
                                             "vectors_per_image": 10}},
+        "training_curves": {"kind": "training_curves", "dataset": "mnist5k", "seeds": [0, 1]},
     }
 
 
@@ -209,7 +210,25 @@ def all_figures():
             ("module_subsets", module_subsets_table(), info["module_subsets"]),
             ("reinit", reinit_table(), info["reinit"]),
             ("features", pd.concat(embedding_tables(), ignore_index=True), info["features"]),
-            ("feature_divergence", divergence_table(), info["feature_divergence"])]
+            ("feature_divergence", divergence_table(), info["feature_divergence"]),
+            ("training_curves", training_curves_table(), info["training_curves"])]
+
+
+def training_curves_table(seeds=(0, 1)) -> pd.DataFrame:
+    """Per-epoch records: 3 pretraining epochs per net, 2 retraining epochs per cell."""
+    from advlayers.report.training_curves import table_from_payloads
+
+    payloads = {}
+    for seed in seeds:
+        for p in ("conventional", "adversarial"):
+            for cell, epochs in [("pretrained", 3)] + [(c, 2) for c in ("m100000", "m110000", "m111000")]:
+                retraining = "none" if cell == "pretrained" else ("adversarial" if p == "conventional" else
+                                                                  "conventional")
+                history = [{"epoch": e, "loss": 2.0 / (e + seed), "train_acc": 0.5 + 0.1 * e, "lr": 0.1,
+                            "seconds": 3.0} for e in range(1, epochs + 1)]
+                payloads[f"{seed}{p}{cell}"] = {"dataset": "mnist5k", "arch": "resnet18", "seed": seed, "meta": {
+                    "pretraining": p, "retraining": retraining, "cell": cell, "history": history}}
+    return table_from_payloads(payloads)
 
 
 def variants():
@@ -254,7 +273,8 @@ def _title(fig) -> str:
 
 
 def test_every_kind_has_a_figure():
-    assert set(KINDS) == {"cutoff", "layer_cutoff", "module_subsets", "reinit", "features", "feature_divergence"}
+    assert set(KINDS) == {"cutoff", "layer_cutoff", "module_subsets", "reinit", "features", "feature_divergence",
+                          "training_curves"}
 
 
 @pytest.mark.parametrize("kind", NAMES)
@@ -454,6 +474,9 @@ def test_caption_renders_from_the_config(kind):
     text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(snakemake=snakemake)
     html = core.publish_parts(text, writer="html", settings_overrides={"report_level": 2})["body"]
     assert "System Message" not in html and "system-message" not in html, text
+    if kind == "training_curves":  # nothing attacked: tests/test_training_curves.py checks its caption
+        assert "mnist5k" in text and "Attack:" not in text
+        return
     assert "mnist5k" in text and "resnet18" in text and "PGD-10" in text and "eps 0.1" in text
     if kind not in ("features", "feature_divergence"):
         assert "200 test images" in text

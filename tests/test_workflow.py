@@ -16,6 +16,7 @@ import yaml
 
 from advlayers.grid import layout
 from advlayers.grid.vocabulary import PRETRAININGS, Setting
+from advlayers.io import read_table
 
 from helpers import REPO, TARGETS, copy_of, dry_run, snakemake
 
@@ -175,6 +176,12 @@ def test_end_to_end_tables_figures_and_claims(tiny_run):
     assert set(claims.loc[claims["claim"].isin(["C1a", "C2", "C4"]), "verdict"]) <= {"confounded", "not testable"}
     text = (tiny_run / "results" / "claims.md").read_text()
     assert "# Does this run reproduce the paper?" in text and "hold family-wise" in text
+    # training curves: every epoch of every trained net (2 pretrained nets, 4 cells), from their checkpoints
+    curves = read_table(tiny_run / "results" / "tables" / "training_curves.parquet")
+    nets = curves.groupby(["pretraining", "cell"])["epoch"].agg(list)
+    assert len(nets) == 2 + 4 and all(epochs == list(range(1, len(epochs) + 1)) for epochs in nets)
+    assert curves["loss"].gt(0).all() and curves["train_acc"].between(0, 1).all()
+    assert (tiny_run / "results" / "figures" / "training_curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

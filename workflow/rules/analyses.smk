@@ -39,8 +39,11 @@ rule sample_features:
     output:
         layout.pattern("activations"),
     params:
-        features=lambda wc: {k: v for k, v in sorted(conf.analysis(config, "features").items())
-                             if k not in ("methods", "embedding", "divergence", "eval")},
+        features=lambda wc: {
+            k: v
+            for k, v in sorted(conf.analysis(config, "features").items())
+            if k not in ("methods", "embedding", "divergence", "eval")
+        },
         eval_settings=lambda wc: conf.eval_settings(config, wc.dataset, "features"),
     log:
         log_of("sample_features"),

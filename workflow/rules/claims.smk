@@ -7,8 +7,9 @@ rule claims:
     output:
         table=layout.path("claims_table"),
         markdown=layout.path("claims"),
-        html=report(layout.path("claims_html"), caption="../report/claims.rst", category="Claims",
-                    labels={"page": "claims"}),
+        html=report(
+            layout.path("claims_html"), caption="../report/claims.rst", category="Claims", labels={"page": "claims"}
+        ),
     params:
         analyses=lambda wc: sorted((config.get("analyses") or {})),
         rules=conf.claims_rules(config),

@@ -24,8 +24,10 @@ from advlayers.tools.sources import library_files  # noqa: E402
 # all before any job runs.
 
 if os.path.exists(layout.RESULTS) and not os.path.isdir(layout.RESULTS):
-    raise WorkflowError(f"{os.path.abspath(layout.RESULTS)} is a file, not a folder: the workflow writes every artifact "
-                        "under results/ (move the file away)")
+    raise WorkflowError(
+        f"{os.path.abspath(layout.RESULTS)} is a file, not a folder: the workflow writes every artifact "
+        "under results/ (move the file away)"
+    )
 
 
 # A missing dataset folder does not stop a dry run (users list and price the jobs before downloading ~150 GB);
@@ -67,6 +69,7 @@ for problem in TOO_LONG:
 onstart:
     if MISSING_ROOTS or TOO_LONG:
         raise WorkflowError("; ".join(MISSING_ROOTS + [f"job too long for the partition: {p}" for p in TOO_LONG]))
+
 
 SEEDS = conf.seeds(config)
 GROUPS = plan.groups(config)
@@ -149,16 +152,30 @@ def figure_info(wc):
     name, kind = wc.figure, layout.figure_kind(wc.figure)
     if kind == "cutoff":
         dataset = layout.figure_dataset(name)
-        return {"kind": kind, "dataset": dataset, "archs": conf.dataset_config(config, dataset)["archs"],
-                "width": conf.width(config, dataset), "attack": conf.eval_settings(config, dataset),
-                "recipe": conf.recipe_params(config, dataset),
-                "retrain_recipe": conf.recipe_params(config, dataset, True), "seeds": SEEDS}
+        return {
+            "kind": kind,
+            "dataset": dataset,
+            "archs": conf.dataset_config(config, dataset)["archs"],
+            "width": conf.width(config, dataset),
+            "attack": conf.eval_settings(config, dataset),
+            "recipe": conf.recipe_params(config, dataset),
+            "retrain_recipe": conf.recipe_params(config, dataset, True),
+            "seeds": SEEDS,
+        }
+    if kind == layout.TRAINING_CURVES:
+        return {"kind": kind, "dataset": ", ".join(config["datasets"]), "seeds": SEEDS}
     section = "features" if layout.paper_figure(config, name) == "Fig. 8" else kind
     a = conf.analysis(config, section)
     dataset = a.get("dataset") or a["datasets"][0]
-    info = {"kind": kind, "dataset": dataset, "arch": a["arch"], "width": conf.width(config, dataset),
-            "attack": conf.eval_settings(config, dataset, "reinit" if kind == "reinit" else None),
-            "analysis": a, "seeds": SEEDS}
+    info = {
+        "kind": kind,
+        "dataset": dataset,
+        "arch": a["arch"],
+        "width": conf.width(config, dataset),
+        "attack": conf.eval_settings(config, dataset, "reinit" if kind == "reinit" else None),
+        "analysis": a,
+        "seeds": SEEDS,
+    }
     if kind == "layer_cutoff":
         info["module_layers"] = list(MODULE_LAYERS[a["arch"]])
     if kind == "features":

@@ -4,9 +4,13 @@ rule figure:
         parts=config_error(lambda wc: plan.figure_inputs(config, wc.figure)),
         library=library("figure"),
     output:
-        png=report(layout.pattern("figure").replace("{ext}", "png"), caption="../report/figure.rst",
-                   category=lambda wc: layout.paper_figure(config, wc.figure),
-                   subcategory=lambda wc: figure_info(wc)["dataset"], labels={"figure": "{figure}"}),
+        png=report(
+            layout.pattern("figure").replace("{ext}", "png"),
+            caption="../report/figure.rst",
+            category=lambda wc: layout.paper_figure(config, wc.figure),
+            subcategory=lambda wc: figure_info(wc)["dataset"],
+            labels={"figure": "{figure}"},
+        ),
         pdf=layout.pattern("figure").replace("{ext}", "pdf"),
     params:
         info=config_error(figure_info),

@@ -14,13 +14,15 @@ rule table:
     output:
         table=layout.pattern("table"),
         # the report shows the table inline (the parquet file has every column)
-        html=report(layout.pattern("table_html"), caption="../report/table.rst", category="Tables",
-                    labels={"table": "{table}"}),
+        html=report(
+            layout.pattern("table_html"), caption="../report/table.rst", category="Tables", labels={"table": "{table}"}
+        ),
     wildcard_constraints:
         table=layout.table_names_pattern(config["datasets"]),
     params:
-        coordinates=lambda wc: plan.table_coordinates(config, wc.table)
-        if layout.table_kind(wc.table) in plan.COORDINATE_TABLES else [],
+        coordinates=lambda wc: (
+            plan.table_coordinates(config, wc.table) if layout.table_kind(wc.table) in plan.COORDINATE_TABLES else []
+        ),
     log:
         layout.log_path("table", "{table}"),
     benchmark:

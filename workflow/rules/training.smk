@@ -87,4 +87,3 @@ rule retrain:
         "../envs/advlayers.yaml"
     script:
         "../scripts/retrain.py"
-

@@ -8,8 +8,10 @@ rule verify:
     params:
         # the config files of this invocation (relative to the working directory when inside it), repeated in
         # the printed rebuild commands
-        configfiles=[str(c) if os.path.relpath(c).startswith("..") else os.path.relpath(c)
-                     for c in workflow.overwrite_configfiles],
+        configfiles=[
+            str(c) if os.path.relpath(c).startswith("..") else os.path.relpath(c)
+            for c in workflow.overwrite_configfiles
+        ],
         # a cluster profile runs without --cores (`workflow.cores` would raise): the printed commands then say 'all'
         cores=workflow.resource_settings.cores or "all",
     log:

@@ -305,10 +305,12 @@ def group_kind(group: str) -> str | None:
 
 # --------------------------------------------------------------------------- tables, figures, claims
 
-TABLES = ("cutoff", "layer_cutoff", "module_subsets", "reinit", "feature_divergence", "outcomes", "robustness_gap")
+TABLES = ("cutoff", "layer_cutoff", "module_subsets", "reinit", "feature_divergence", "outcomes", "robustness_gap",
+          "training_curves")
 FIGURE_TARGETS = {"fig5": "layer_cutoff", "fig6": "module_subsets", "fig7": "reinit", "fig8": "features"}
 CUTOFF_FIGURES = ("fig2", "fig3", "fig4")  # the cut-off figure of one dataset each (config `figures`)
 DIVERGENCE_FIGURE = "feature_divergence"
+TRAINING_CURVES = "training_curves"  # the per-epoch records of every trained net: a table and a figure
 
 
 def table_path(table: str) -> str:
@@ -382,7 +384,8 @@ def cutoff_claims_path(dataset: str) -> str:
 
 
 def paper_figure(config: dict, figure: str) -> str:
-    """The paper figure a figure file reproduces ("Fig. 2" .. "Fig. 8"; report sections use these names)."""
+    """The paper figure a figure file reproduces ("Fig. 2" .. "Fig. 8"; report sections use these names), or
+    "Training curves" (no paper figure: every net's per-epoch training records)."""
     kind = figure_kind(figure)
     if kind == "cutoff":
         dataset = figure_dataset(figure)
@@ -390,7 +393,8 @@ def paper_figure(config: dict, figure: str) -> str:
         return f"Fig. {mapped[0][3:]}" if mapped else f"Fig. 2-4 ({dataset})"
     if kind == "features" or figure == DIVERGENCE_FIGURE:
         return "Fig. 8"
-    return {"layer_cutoff": "Fig. 5", "module_subsets": "Fig. 6", "reinit": "Fig. 7"}[figure]
+    return {"layer_cutoff": "Fig. 5", "module_subsets": "Fig. 6", "reinit": "Fig. 7",
+            TRAINING_CURVES: "Training curves"}[figure]
 
 
 def check_table(table: str, datasets) -> str:

@@ -232,7 +232,7 @@ def feature_settings(config: dict) -> list[Setting]:
 
 def tables(config: dict) -> list[str]:
     """The table names this config produces."""
-    names = ["cutoff", "outcomes"]
+    names = ["cutoff", "outcomes", layout.TRAINING_CURVES]
     names += [t for t, a in (("layer_cutoff", "layer_cutoff"), ("module_subsets", "module_subsets"),
                              ("reinit", "reinit"), ("feature_divergence", "features")) if conf.analysis(config, a)]
     if autoattack_settings(config):
@@ -256,11 +256,21 @@ def table_inputs(config: dict, table: str) -> list[str]:
         aa = autoattack_settings(config)
         pgd = [layout.evaluation_paths(s, unit)[1] for s in aa for unit in evaluation_units(config, s)]
         return [layout.evaluation_paths(s, layout.AUTOATTACK_UNIT)[1] for s in aa] + pgd
+    if kind == layout.TRAINING_CURVES:
+        return trained_job_outputs(config)
     return [layout.divergence_path(s) for s in feature_settings(config)]
 
 
+def trained_job_outputs(config: dict) -> list[str]:
+    """The training jobs' outputs (checkpoints with their per-epoch history): the trained pretrained nets (not
+    imported ones), then every retraining group's folder."""
+    nets = [layout.pretrained_path(s) for s in settings(config)
+            if not conf.published_weights(config, s.dataset, s.arch, s.pretraining)]
+    return nets + [layout.group_dir(s, g) for s, grouped in groups(config).items() for g in grouped]
+
+
 def figures(config: dict) -> list[str]:
-    """Figure stems: the cut-off figure per dataset, then one per configured analysis."""
+    """Figure stems: the cut-off figure per dataset, then one per configured analysis, then the training curves."""
     stems = [layout.cutoff_figure(d) for d in config["datasets"]]
     for name in ("layer_cutoff", "module_subsets", "reinit"):
         if conf.analysis(config, name):
@@ -268,6 +278,7 @@ def figures(config: dict) -> list[str]:
     if conf.analysis(config, "features"):
         stems += [layout.embedding_figure(m) for m in conf.analysis(config, "features")["methods"]]
         stems.append(layout.DIVERGENCE_FIGURE)
+    stems.append(layout.TRAINING_CURVES)
     return stems
 
 

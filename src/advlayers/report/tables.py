@@ -10,6 +10,7 @@ Tables (results/tables/*.parquet):
   reinit          Fig. 7: one row per (..., layer, operation, bn_policy)
   feature_divergence  Fig. 8 statistics: one row per (..., module)
   outcomes        per test image: clean_correct / robust_correct of every evaluated net (paired statistics)
+  training_curves one row per (trained net, epoch): loss, train_acc, lr, seconds (`training_curves`)
 A cell shared by several coordinates (before 6 = after 0 = subset 111111) appears in each, from one evaluation.
 """
 
@@ -193,7 +194,7 @@ REPORT_COLUMNS = ("dataset", "arch", "seed", "pretraining", "retraining", "direc
                   "clean_acc_lo", "clean_acc_hi", "robust_acc", "robust_acc_lo", "robust_acc_hi", "mmd2",
                   "mmd2_lo", "mmd2_hi", "mmd_p_value", "detector_auroc", "detector_auroc_lo", "detector_auroc_hi", "pgd_robust_acc",
                   "autoattack_robust_acc", "robustness_gap", "gap_lo", "gap_hi", "possible_gradient_masking",
-                  "precision")
+                  "precision", "epoch", "loss", "train_acc", "lr", "seconds")
 
 
 def to_html(table: pd.DataFrame, name: str, max_rows: int = 500) -> str:
@@ -223,11 +224,20 @@ def build(table: str, parts, coordinates: list[dict]) -> pd.DataFrame:
         return outcomes_table(parts)
     if kind == "robustness_gap":
         return robustness_gap_table(parts)
+    if kind == layout.TRAINING_CURVES:
+        from .training_curves import training_curves_table
+
+        return training_curves_table(parts)
     return stacked_table(kind, parts)
 
 
 def run(*, table: str, parts, coordinates: list[dict], out: str, html: str) -> pd.DataFrame:
-    """The table job: build the table, write it with the digests of its parts, and its HTML view."""
+    """The table job: build the table, write it with the digests of its parts, and its HTML view. The training
+    curves' parts are the training jobs' outputs: its parts are the checkpoint files in them."""
+    if layout.table_kind(table) == layout.TRAINING_CURVES:
+        from .training_curves import checkpoint_files
+
+        parts = checkpoint_files(parts)
     result = build(table, parts, coordinates)
     write_parquet(out, result, metadata={"inputs": file_digests({str(p): p for p in parts})})
     atomic_write(html, to_html(result, table))

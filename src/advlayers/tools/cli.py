@@ -4,6 +4,7 @@
     advlayers layers resnet18                                   the layer table of an architecture
     advlayers export CKPT OUT                                   a torchvision state_dict of a ResNet checkpoint
     advlayers pretrain --data ... --out ...                     pretrain one net (also under torchrun: DDP)
+    advlayers tensorboard TABLE --logdir DIR                    training curves as TensorBoard events (optional)
     advlayers cost ...                                          the compute-cost model (`advlayers.tools.cost`)
     advlayers verify ...                                        checks of a results folder (`advlayers.tools.verify`)
     advlayers acceptance --device cuda --out DIR                one-GPU acceptance run (`advlayers.tools.acceptance`)
@@ -73,6 +74,15 @@ def export_command(args) -> int:
     print(f"inputs must be normalised with the ImageNet mean {IMAGENET_MEAN} and std {IMAGENET_STD}: torchvision "
           f"models expect normalised input (the advlayers net took [0, 1] images and normalised them itself)")
     return 0
+
+
+# --------------------------------------------------------------------------- tensorboard
+
+
+def tensorboard_command(args) -> int:
+    from .tb_export import tensorboard_command as run
+
+    return run(args)
 
 
 # --------------------------------------------------------------------------- pretrain
@@ -175,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=export_command)
 
     _add_pretrain_parser(sub)
+
+    p = sub.add_parser("tensorboard", help="the training curves table as TensorBoard event files",
+                       description="Write the per-epoch training records (results/tables/training_curves.parquet) as "
+                       "TensorBoard events, one run per trained net. Needs the optional package tensorboard.")
+    p.add_argument("table", metavar="TABLE", help="the training curves table (results/tables/training_curves.parquet)")
+    p.add_argument("--logdir", required=True, metavar="DIR", help="where the event files go")
+    p.set_defaults(run=tensorboard_command)
 
     sub.add_parser("cost", help="compute-cost model (advlayers.tools.cost)", add_help=False)
     sub.add_parser("verify", help="verify a results folder (advlayers.tools.verify)", add_help=False)

@@ -12,6 +12,7 @@ module_subsets  Fig. 6: module subsets (`module_summary`: the medians it draws)
 reinit          Fig. 7: layer-wise re-initialisation
 features        Fig. 8: embeddings of clean and adversarial activation vectors
 divergence      beyond Fig. 8: MMD and detector AUROC, clean vs adversarial, per module
+training_curves no paper figure: per-epoch training loss and accuracy of every trained net
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .layer_cutoff import layer_cutoff_figure
 from .module_subsets import module_subsets_figure
 from .reinit import reinit_figure
 from .style import save_figure
+from .training_curves import training_curves_figure
 
 __all__ = ["FIGURES", "save_figure"]
 
@@ -33,4 +35,5 @@ FIGURES = {
     "reinit": reinit_figure,
     "features": features_figure,
     "feature_divergence": feature_divergence_figure,
+    "training_curves": training_curves_figure,
 }

@@ -1,0 +1,101 @@
+"""Training curves (no paper figure): per-epoch training loss and accuracy of the pretrained nets and of every
+retraining cell, to see whether each training converged."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from .style import (
+    COLUMN_WIDTH,
+    FULL_WIDTH,
+    SEED_ALPHA,
+    _figure,
+    _legend,
+    _ordered,
+    _plain,
+    _styled,
+    _suptitle,
+    arch_label,
+    dataset_label,
+    seeds_text,
+)
+
+PRETRAINED = "pretrained"
+METRICS = {"loss": "training loss", "train_acc": "training accuracy"}
+MAX_LABELLED_CELLS = 8  # more cells: coloured along a colour map, the legend names the first and the last
+
+
+def _cell_colors(cells: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("viridis")
+    n = max(len(cells) - 1, 1)
+    return {c: cmap(0.9 * i / n) for i, c in enumerate(cells)}
+
+
+def curve_lines(sub: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """{cell: its curve}: per epoch the mean of `metric` over seeds (`mean`) and the seeds (`n_seeds`); only
+    epochs some seed recorded (no line crosses an epoch that none ran)."""
+    out = {}
+    for cell, part in sub.groupby("cell", sort=False):
+        out[cell] = (part.groupby("epoch", as_index=False)
+                     .agg(mean=(metric, "mean"), n_seeds=("seed", "nunique")).sort_values("epoch"))
+    return out
+
+
+def _draw_panel(ax, sub: pd.DataFrame, metric: str, colors: dict) -> None:
+    for cell, line in curve_lines(sub, metric).items():
+        color, lw = ("black", 1.4) if cell == PRETRAINED else (colors[cell], 0.9)
+        if sub["seed"].nunique() > 1:
+            for _, seed in sub[sub["cell"] == cell].groupby("seed"):
+                ax.plot(seed["epoch"], seed[metric], color=color, lw=0.5, alpha=SEED_ALPHA * 0.6, zorder=1)
+        ax.plot(line["epoch"], line["mean"], color=color, lw=lw, marker="o", ms=2.2, zorder=3 if cell == PRETRAINED
+                else 2)
+    ax.grid(axis="y")
+    if metric == "train_acc":
+        ax.set_ylim(-0.02, 1.02)
+
+
+def _handles(cells: list[str], colors: dict, several_seeds: bool) -> list:
+    handles = [Line2D([], [], color="black", lw=1.4, marker="o", ms=2.2, label="pretrained net")]
+    shown = cells if len(cells) <= MAX_LABELLED_CELLS else [cells[0], cells[-1]]
+    for c in shown:
+        label = f"retrained cell {c}" if len(cells) <= MAX_LABELLED_CELLS else \
+            f"retrained cell {c} ({'first' if c == cells[0] else 'last'} of {len(cells)}, colour map in between)"
+        handles.append(Line2D([], [], color=colors[c], lw=0.9, marker="o", ms=2.2, label=label))
+    if several_seeds:
+        handles.append(Line2D([], [], color="0.4", lw=0.5, alpha=SEED_ALPHA, label="single seed (lines: mean)"))
+    return handles
+
+
+@_styled
+def training_curves_figure(table: pd.DataFrame, info: dict | None = None):
+    """Training loss (top row) and training accuracy (bottom row) against the epoch; one column per
+    (dataset, arch, pretraining): the pretrained net (black) and every cell retrained from it (a colour per
+    cell); markers at the recorded epochs, lines the mean over seeds, faint lines the single seeds."""
+    table = _plain(table)
+    if not len(table):
+        raise ValueError("the training-curves table has no rows: no net of the run recorded a training history "
+                         "(imported published weights only?)")
+    panels = [(d, a, p) for d in _ordered(table["dataset"], ()) for a in _ordered(table["arch"], ())
+              for p in _ordered(table["pretraining"])
+              if len(table[(table["dataset"] == d) & (table["arch"] == a) & (table["pretraining"] == p)])]
+    cells = sorted(c for c in table["cell"].unique() if c != PRETRAINED)
+    colors = _cell_colors(cells)
+    width = COLUMN_WIDTH if len(panels) == 1 else FULL_WIDTH
+    fig, axes = _figure(width, 3.4, len(METRICS), len(panels), sharex="col", sharey="row")
+    for j, (dataset, arch, pretraining) in enumerate(panels):
+        sub = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["pretraining"] == pretraining)]
+        for i, (metric, label) in enumerate(METRICS.items()):
+            ax = axes[i, j]
+            _draw_panel(ax, sub, metric, colors)
+            if j == 0:
+                ax.set_ylabel(label)
+        head = f"{pretraining}ly pretrained" if len(panels) < 3 else pretraining
+        where = f"{dataset_label(dataset)}, {arch_label(arch)}: " if len(panels) > 2 else ""
+        axes[0, j].set_title(f"{where}{head}")
+        axes[-1, j].set_xlabel("epoch")
+    _legend(fig, _handles(cells, colors, table["seed"].nunique() > 1), ncol=2 if width == COLUMN_WIDTH else 3)
+    nets = ", ".join(sorted({f"{dataset_label(d)} {arch_label(a)}" for d, a, _ in panels}))
+    _suptitle(fig, f"Training curves: {nets}, {seeds_text(table)}")
+    return fig
