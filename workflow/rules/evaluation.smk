@@ -69,7 +69,9 @@ rule merge_shards:
     the same nets and settings (advlayers.jobs.merge_shards)."""
     input:
         shards=config_error(lambda wc: sharding.shard_files(config, setting(wc), wc.unit)),
-        outcomes=config_error(lambda wc: [layout.outcomes_of(p) for p in sharding.shard_files(config, setting(wc), wc.unit)]),
+        outcomes=config_error(
+            lambda wc: [layout.outcomes_of(p) for p in sharding.shard_files(config, setting(wc), wc.unit)]
+        ),
         library=library("merge_shards"),
     output:
         records=layout.pattern("evaluation"),
