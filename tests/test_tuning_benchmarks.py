@@ -21,7 +21,6 @@ def _load(name):
 
 @pytest.fixture(scope="module")
 def strength():
-    pytest.importorskip("torchattacks")
     return _load("eval_strength")
 
 
@@ -31,9 +30,9 @@ def tune():
 
 
 def test_ensemble_robust_accuracy_only_falls(strength, digits):
-    settings = {"attack": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 2, "seed": 0, "batch_size": 64}
+    settings = {"attack": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 2, "seed": 0, "batch_size": 64, "n": 20}
     split = image_part(digits.test, "tuning", "digits")
-    out = strength.robust_under_ensemble(small_net().eval(), split, settings, strength._attacks(settings, 3))
+    out = strength.robust_under_ensemble(small_net().eval(), split, settings, strength.ensemble(settings, 3))
     names = ["PGD-2", "APGD-CE-3", "APGD-DLR-3"]
     assert [k for k in out if k not in ("clean", "seconds")] == names
     assert out["clean"] >= out[names[0]] >= out[names[1]] >= out[names[2]] >= 0
