@@ -22,8 +22,8 @@ Cost model (single-GPU-equivalent hours, one job = one checkpoint or one evaluat
   is about a third of a forward + backward); PGD-200 with one restart is about 201 units per image;
 * ``eval.attack: apgd``: the PGD above plus 2 x (F + ``apgd_steps``) units (APGD-CE and APGD-DLR on an image
   that survives every stage: an upper bound, images broken by PGD cost nothing more);
-* AutoAttack (``datasets.<name>.autoattack``, or ``eval.attack: autoattack``): ``AUTOATTACK_UNITS`` (~3,570) units per image and net, the
-  worst case of a point that stays robust through all four attacks;
+* AutoAttack (``datasets.<name>.autoattack``, or ``eval.attack: autoattack``): ``AUTOATTACK_UNITS`` (~3,570)
+  units per image and net, the worst case of a point that stays robust through all four attacks;
 * the analyses (config ``analyses``): Fig. 5 and Fig. 6 cells are retraining cells (above); Fig. 7 is one job
   per (dataset, seed, pretraining) doing ``1 + 2 x layers x BatchNorm policies`` evaluations; Fig. 8 feature
   sampling is one PGD attack on ``n_images``; the CPU-only embeddings are left out;
@@ -250,7 +250,7 @@ class _Estimator:
                                      1 + 2 * layer_count(s.arch) * policies)
         else:  # sample_features: the attack on n_images test images (vector sampling is negligible)
             a = conf.analysis(config, "features")
-            ev = {**conf.eval_settings(config, s.dataset, "features"), "n": a["n_images"]}
+            ev = {**conf.eval_settings(config, s.dataset, "features"), "n": a["n_images"], "attack": "pgd"}  # its PGD
             return self.eval_seconds(s.dataset, s.arch, ev)
 
 
