@@ -10,9 +10,12 @@ Reads the checkpoints of a finished workflow run (`--workdir`, default the repos
 controls, docs/claims-v2.md) are evaluated on the configured test images (`eval.n` of the `--images` part, the
 same images for every net) with
 
-  * the config's evaluation attack (PGD-`steps`, early stopping: a broken image leaves the batch),
-  * then APGD-CE (100 steps, AutoAttack's first attack) on the images that attack left unbroken,
-  * then APGD-DLR (100 steps) on the images still unbroken,
+  * the config's PGD (PGD-`steps`, early stopping: a broken image leaves the batch),
+  * then APGD-CE (`--apgd-steps`, default 100, AutoAttack's first attack) on the images that attack left unbroken,
+  * then APGD-DLR (`--apgd-steps`) on the images still unbroken,
+
+i.e. the evaluation attack `eval.attack: apgd` (`advlayers.core.ensemble.APGDEnsembleSpec`, run by
+`core.evaluation.evaluate` as the evaluate job runs it) with `apgd_steps` = `--apgd-steps`,
 
 so the columns are the robust accuracy under the demo's attack and under the growing ensemble (an image counts as
 robust only if no attack so far broke it). `fraction of G` places each net between the conventional (0) and the
@@ -29,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,44 +42,25 @@ CELL_NAMES = {"pretrained": "pretrained", "m100000": "before 1", "m110000": "bef
               "m011111": "after 1", "m001111": "after 2", "m111111": "before 6 (control)"}
 
 
-def _attacks(settings: dict, apgd_steps: int) -> list:
-    from advlayers.core.autoattack import APGDSpec
+def ensemble(settings: dict, apgd_steps: int):
+    """The evaluation attack `eval.attack: apgd` (`core.ensemble.APGDEnsembleSpec`) built from the config's PGD
+    with `apgd_steps` steps per APGD stage."""
     from advlayers.core.evaluation import attack_from_settings
 
-    return [attack_from_settings(settings), APGDSpec(settings["eps"], steps=apgd_steps, loss="ce"),
-            APGDSpec(settings["eps"], steps=apgd_steps, loss="dlr")]
+    if settings.get("attack", "pgd") == "autoattack":
+        raise SystemExit("eval_strength compares a PGD evaluation with APGD; the config's eval.attack is autoattack")
+    return attack_from_settings({**settings, "attack": "apgd", "apgd_steps": apgd_steps})
 
 
-def robust_under_ensemble(model, split, settings: dict, attacks: list) -> dict:
-    """Per attack in order, robust accuracy of `model` on `split` when that attack (and every earlier one) is
-    run; each attack only on the images every earlier one left unbroken. Returns {attack name: accuracy,
-    "clean": accuracy, "seconds": ...}."""
-    import torch
+def robust_under_ensemble(model, part, settings: dict, attack) -> dict:
+    """Robust accuracy of `model` on the `settings` images of `part` after each stage of `attack` (each stage
+    only on the images every earlier one left unbroken), exactly as the evaluate job runs it. Returns
+    {stage name: accuracy, "clean": accuracy, "seconds": ...}."""
+    from advlayers.core.evaluation import evaluate
 
-    from advlayers.core.attacks import AttackSpec
-
-    t0 = time.perf_counter()
-    x_all, y_all = split.x, split.y
-    generator = torch.Generator().manual_seed(settings["seed"])
-    robust, out = None, {}
-    for attack in attacks:
-        idx = torch.arange(len(y_all)) if robust is None else robust.nonzero().flatten()
-        now = torch.zeros(len(y_all), dtype=torch.bool)
-        for start in range(0, len(idx), settings["batch_size"]):
-            part = idx[start:start + settings["batch_size"]]
-            x, y = x_all[part].float().div(255), y_all[part]
-            if isinstance(attack, AttackSpec):
-                clean, rob = attack.robust_correct(model, x, y, count="any", generator=generator)
-            else:
-                clean, rob = attack.robust_correct(model, x, y, generator=generator)
-            if robust is None:
-                out.setdefault("clean_correct", torch.zeros(len(y_all), dtype=torch.bool))[part] = clean.cpu()
-            now[part] = rob.cpu()
-        robust = now
-        out[attack.name] = float(robust.float().mean())
-    out["clean"] = float(out.pop("clean_correct").float().mean())
-    out["seconds"] = time.perf_counter() - t0
-    return out
+    record = evaluate(model, part, attack, n=settings["n"], seed=settings["seed"], batch_size=settings["batch_size"],
+                      progress=False)
+    return {**record["robust_acc_after"], "clean": record["clean_acc"], "seconds": record["seconds"]}
 
 
 def measure(args) -> list[dict]:
@@ -95,16 +78,15 @@ def measure(args) -> list[dict]:
         settings.update({k: v for k, v in (("steps", args.pgd_steps), ("restarts", args.pgd_restarts),
                                            ("step_size", args.pgd_step_size)) if v is not None})
         data = load_prepared(Path(args.workdir) / layout.data_path(setting.dataset))
-        split = eval_images(data, settings).subset(settings["n"], seed=settings["seed"])
-        attacks = _attacks(settings, args.apgd_steps)
-        if not hasattr(data.test, "x"):
-            raise SystemExit(f"{setting.dataset}: eval_strength reads in-memory test splits only")
+        part = eval_images(data, settings)
+        attack = ensemble(settings, args.apgd_steps)
         for cell in (c for c in KEY_CELLS if c == "pretrained" or c in cells):
             path = Path(args.workdir) / plan.net_path(config, setting, cell)
             model, _ = load_checkpoint(path, expect={**setting.identity(), "cell": cell})
-            result = robust_under_ensemble(model.eval(), split, settings, attacks)
-            rows.append({**setting.identity(), "cell": cell, "images": args.images, "n": len(split),
-                         "attacks": [a.name for a in attacks], **result})
+            result = robust_under_ensemble(model.eval(), part, settings, attack)
+            rows.append({**setting.identity(), "cell": cell, "images": args.images,
+                         "n": settings["n"] or len(part), "attacks": [a.name for a in attack.stages],
+                         "apgd_steps": args.apgd_steps, **result})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -21,7 +21,6 @@ def _load(name):
 
 @pytest.fixture(scope="module")
 def strength():
-    pytest.importorskip("torchattacks")
     return _load("eval_strength")
 
 
@@ -31,9 +30,9 @@ def tune():
 
 
 def test_ensemble_robust_accuracy_only_falls(strength, digits):
-    settings = {"attack": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 2, "seed": 0, "batch_size": 64}
+    settings = {"attack": "pgd", "eps": 0.1, "step_size": 0.05, "steps": 2, "seed": 0, "batch_size": 64, "n": 20}
     split = image_part(digits.test, "tuning", "digits")
-    out = strength.robust_under_ensemble(small_net().eval(), split, settings, strength._attacks(settings, 3))
+    out = strength.robust_under_ensemble(small_net().eval(), split, settings, strength.ensemble(settings, 3))
     names = ["PGD-2", "APGD-CE-3", "APGD-DLR-3"]
     assert [k for k in out if k not in ("clean", "seconds")] == names
     assert out["clean"] >= out[names[0]] >= out[names[1]] >= out[names[2]] >= 0
@@ -65,3 +64,24 @@ def test_tune_settings_and_controls(tune):
             (0, "epochs=3", "adversarial"): {"robust_acc": 0.06, "seconds": 5.0, "samples": 1000}}
     text = tune.table(rows)
     assert "| epochs=3 | 0 | 0.600 | 0.90 | 0.90 |" in text and "| epochs=3 | 1 | 0.90 | 0.90 | yes |" in text
+
+
+def _ens(seed, pretraining, cell, final, steps, seconds=1.0):
+    names = ["PGD-10", f"APGD-CE-{steps}", f"APGD-DLR-{steps}"]
+    return {"seed": seed, "pretraining": pretraining, "cell": cell, "clean": 0.97, "attacks": names,
+            "apgd_steps": steps, "seconds": seconds, names[0]: final + 0.05, names[1]: final + 0.01, names[2]: final}
+
+
+def test_choose_apgd_steps_applies_the_registered_rule():
+    choose = _load("choose_apgd_steps")
+    cells = [("conventional", "pretrained", 0.0), ("adversarial", "pretrained", 0.6), ("conventional", "m111111", 0.5)]
+    reference = [_ens(0, p, c, v, 100) for p, c, v in cells]
+    near = [_ens(0, p, c, v + 0.01 * (v > 0), 25) for p, c, v in cells]  # one point more where robust
+    far = [_ens(0, p, c, v, 10) for p, c, v in cells[:2]] + [_ens(0, "conventional", "m111111", 0.52, 10)]
+    chosen, verdicts = choose.choose(reference, {10: far, 25: near})
+    assert chosen == 25 and not verdicts[10]["qualifies"] and verdicts[10]["max_acc_diff"] == pytest.approx(0.02)
+    assert verdicts[25]["max_acc_diff"] == pytest.approx(0.01)
+    assert verdicts[25]["max_g_diff"] == pytest.approx(0.51 / 0.61 - 0.5 / 0.6)
+    strict = choose.choose(reference, {25: near}, g_tolerance=0.001)
+    assert strict[0] == 100  # nothing qualifies: the reference itself
+    assert "apgd_steps 10:" in choose.table(reference, {10: far, 25: near}, verdicts)

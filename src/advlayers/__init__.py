@@ -25,6 +25,7 @@ _API = {
     **dict.fromkeys(("pretrain", "retrain", "train"), "advlayers.core.training"),
     **dict.fromkeys(("pgd", "fgsm_rs", "AttackSpec", "robust_correct"), "advlayers.core.attacks"),
     **dict.fromkeys(("AutoAttackSpec", "APGDSpec"), "advlayers.core.autoattack"),
+    "APGDEnsembleSpec": "advlayers.core.ensemble",
     "evaluate": "advlayers.core.evaluation",
     **dict.fromkeys(("load_checkpoint", "save_checkpoint"), "advlayers.core.checkpoints"),
     **dict.fromkeys(("reinit_layer", "reinit_grid"), "advlayers.analyses.reinit"),

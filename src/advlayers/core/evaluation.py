@@ -2,7 +2,8 @@
 per-sample outcomes that let any two nets be compared on the same test images.
 
 `attack` is an `attacks.AttackSpec` (PGD / FGSM-RS) or any object with the same small protocol
-(`name`, `as_dict()`, `robust_correct(model, x, y, generator=...)`), e.g. `autoattack.AutoAttackSpec`;
+(`name`, `as_dict()`, `robust_correct(model, x, y, generator=...)`), e.g. `autoattack.AutoAttackSpec` or
+`ensemble.APGDEnsembleSpec`;
 `attack_from_settings` makes one from a config's evaluation settings.
 `split` is an advlayers split (seeded subsets, test indices known) or a plain iterable of (x, y) batches such as
 a torch DataLoader (indices are positions in iteration order).
@@ -20,20 +21,28 @@ from ..checks import check_int
 from ..stats import wilson
 from .attacks import AttackSpec
 
+EVAL_ATTACKS = ("pgd", "autoattack", "apgd")  # config eval.attack (grid/config.schema.yaml)
+
 
 def attack_from_settings(settings: dict):
     """The attack object of a config's evaluation settings (`grid.conf.eval_settings`): `attack: pgd` ->
     `attacks.AttackSpec` (eps, step_size, steps, restarts; random start), `attack: autoattack` ->
-    `autoattack.AutoAttackSpec` (eps, version). The one place settings become an attack."""
+    `autoattack.AutoAttackSpec` (eps, version), `attack: apgd` -> `ensemble.APGDEnsembleSpec` (that PGD, then
+    APGD-CE and APGD-DLR with `apgd_steps` each on the survivors). The one place settings become an attack."""
     kind = settings.get("attack", "pgd")
+    if kind not in EVAL_ATTACKS:
+        raise ValueError(f"unknown evaluation attack {kind!r}; valid choices: {', '.join(EVAL_ATTACKS)}")
     if kind == "autoattack":
         from .autoattack import AutoAttackSpec
 
         return AutoAttackSpec(settings["eps"], version=settings.get("version", "standard"))
-    if kind != "pgd":
-        raise ValueError(f"unknown evaluation attack {kind!r}; valid choices: pgd, autoattack")
-    return AttackSpec(settings["eps"], settings["step_size"], settings["steps"], random_start=True,
-                      restarts=settings.get("restarts", 1))
+    pgd = AttackSpec(settings["eps"], settings["step_size"], settings["steps"], random_start=True,
+                     restarts=settings.get("restarts", 1))
+    if kind == "apgd":
+        from .ensemble import APGDEnsembleSpec
+
+        return APGDEnsembleSpec(pgd, apgd_steps=settings.get("apgd_steps", 100), seed=settings.get("seed", 0))
+    return pgd
 
 
 def _robust_correct(attack, model, x, y, count, generator, after: dict, checks: list):
@@ -43,7 +52,10 @@ def _robust_correct(attack, model, x, y, count, generator, after: dict, checks: 
         return attack.robust_correct(model, x, y, count=count, generator=generator)
     if not hasattr(attack, "robust_correct_by_attack"):
         return attack.robust_correct(model, x, y, generator=generator)
-    clean, by_attack, messages = attack.robust_correct_by_attack(model, x, y)
+    if hasattr(attack, "pgd"):  # the APGD ensemble: its PGD stage draws from the evaluation's generator
+        clean, by_attack, messages = attack.robust_correct_by_attack(model, x, y, generator=generator, count=count)
+    else:
+        clean, by_attack, messages = attack.robust_correct_by_attack(model, x, y)
     for a, r in by_attack.items():
         after[a] = after.get(a, 0) + int(r.sum())
     checks += [m for m in messages if m not in checks]

@@ -202,10 +202,10 @@ def _check_evals(config: dict) -> None:
     for ds, dcfg in config["datasets"].items():
         for name in (None, "reinit", "features"):
             ev = eval_settings(config, ds, name)
-            missing = [k for k in ("step_size", "steps") if ev["attack"] == "pgd" and k not in ev]
+            missing = [k for k in ("step_size", "steps") if ev["attack"] in ("pgd", "apgd") and k not in ev]
             where = f"datasets.{ds}.eval" if name is None else f"analyses.{name}.eval (over datasets.{ds}.eval)"
             if missing:
-                _invalid(where, ev, [f"a pgd evaluation needs {' and '.join(missing)}"])
+                _invalid(where, ev, [f"a {ev['attack']} evaluation needs {' and '.join(missing)}"])
             counts = {"n": ev["n"]}
             if name is None:
                 counts["autoattack.n"] = (dcfg.get("autoattack") or {}).get("n")

@@ -29,9 +29,9 @@ def sample(*, data: str, pretrained: str, setting: Setting, features: dict, eval
     from ..core.evaluation import attack_from_settings
     from .evaluate import eval_images
 
-    if eval_settings["attack"] != "pgd":
-        raise ValueError("feature sampling attacks with PGD; the features' eval config names "
-                         f"{eval_settings['attack']!r}")
+    if eval_settings["attack"] not in ("pgd", "apgd"):
+        raise ValueError("feature sampling attacks with PGD (with eval.attack apgd: its PGD stage); the features' "
+                         f"eval config names {eval_settings['attack']!r}; valid choices: pgd, apgd")
     features = conf.with_defaults(features, "analyses", "features")
     model, payload = load_checkpoint(pretrained, device=device, expect={**setting.identity(), "cell": PRETRAINED},
                                      sources=True)
@@ -41,7 +41,8 @@ def sample(*, data: str, pretrained: str, setting: Setting, features: dict, eval
                          what="analyses.features.n_images")
     result = sample_activations(model, images, modules=tuple(features["modules"]),
                                 n_images=features["n_images"], vectors_per_image=features["vectors_per_image"],
-                                attack=attack_from_settings(eval_settings), seed=eval_settings["seed"],
+                                attack=attack_from_settings({**eval_settings, "attack": "pgd"}),
+                                seed=eval_settings["seed"],
                                 batch_size=features["batch_size"], device=device)
     result["meta"].update(**setting.identity(), width=payload.get("width", 1.0),
                           image_part=conf.with_defaults(eval_settings, "datasets", "*", "eval")["images"],

@@ -20,8 +20,10 @@ Cost model (single-GPU-equivalent hours, one job = one checkpoint or one evaluat
   however many figures use it;
 * evaluation of one checkpoint: ``n`` test images x (F + restarts * (steps + F)) units, F = 1/3 (a forward pass
   is about a third of a forward + backward); PGD-200 with one restart is about 201 units per image;
-* AutoAttack (``datasets.<name>.autoattack``): ``AUTOATTACK_UNITS`` (~3,570) units per image and net, the
-  worst case of a point that stays robust through all four attacks;
+* ``eval.attack: apgd``: the PGD above plus 2 x (F + ``apgd_steps``) units (APGD-CE and APGD-DLR on an image
+  that survives every stage: an upper bound, images broken by PGD cost nothing more);
+* AutoAttack (``datasets.<name>.autoattack``, or ``eval.attack: autoattack``): ``AUTOATTACK_UNITS`` (~3,570)
+  units per image and net, the worst case of a point that stays robust through all four attacks;
 * the analyses (config ``analyses``): Fig. 5 and Fig. 6 cells are retraining cells (above); Fig. 7 is one job
   per (dataset, seed, pretraining) doing ``1 + 2 x layers x BatchNorm policies`` evaluations; Fig. 8 feature
   sampling is one PGD attack on ``n_images``; the CPU-only embeddings are left out;
@@ -78,6 +80,7 @@ FORWARD_FRACTION = 1 / 3  # forward pass / (forward + backward)
 # AutoAttack "standard" on an image that stays robust: APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 steps and
 # Square's 5,000 forward queries (~5000/3 units): an upper bound, images broken early cost far less.
 AUTOATTACK_UNITS = 100 + 900 + 900 + 5000 * FORWARD_FRACTION
+EVAL_ATTACKS = ("pgd", "autoattack", "apgd")  # config eval.attack (grid/config.schema.yaml)
 
 # Clean-training images/s on the reference GPU (see the module docstring for the derivation).
 _SMALL = {"resnet18": 20000.0, "resnet50": 8000.0, "vgg11_bn": 11000.0, "vgg16_bn": 5700.0}
@@ -172,8 +175,15 @@ def train_units(recipe, mode: str) -> float:
     return attack_steps + (2 if recipe.include_clean else 1)
 
 
-def eval_units(steps: int, restarts: int) -> float:
-    return FORWARD_FRACTION + restarts * (steps + FORWARD_FRACTION)
+def eval_units(steps: int, restarts: int, attack: str = "pgd", apgd_steps: int = 100) -> float:
+    """Units per image of one evaluation: PGD (`pgd`), that PGD + APGD-CE + APGD-DLR (`apgd`, an image that
+    survives every stage: each APGD run one forward pass + `apgd_steps` steps), AutoAttack (`autoattack`)."""
+    if attack not in EVAL_ATTACKS:
+        raise CostModelError(f"unknown evaluation attack {attack!r}; valid choices: {', '.join(EVAL_ATTACKS)}")
+    if attack == "autoattack":
+        return FORWARD_FRACTION + AUTOATTACK_UNITS
+    pgd = FORWARD_FRACTION + restarts * (steps + FORWARD_FRACTION)
+    return pgd + (2 * (FORWARD_FRACTION + apgd_steps) if attack == "apgd" else 0.0)
 
 
 def _speed(recipe) -> float:
@@ -213,7 +223,8 @@ class _Estimator:
     def eval_seconds(self, dataset, arch, ev, evaluations=1):
         part = vocab.part_size(dataset, ev.get("images") or "confirmation", self.sizes(dataset)[1])  # eval.images
         n = min(ev.get("n") or part, part)
-        units = eval_units(ev.get("steps") or 0, ev.get("restarts", 1))
+        units = eval_units(ev.get("steps") or 0, ev.get("restarts", 1), ev.get("attack", "pgd"),
+                           ev.get("apgd_steps", 100))
         return evaluations * n * units / self.rate(dataset, arch)
 
     def __call__(self, rule, s, unit) -> float:
@@ -243,7 +254,7 @@ class _Estimator:
                                      1 + 2 * layer_count(s.arch) * policies)
         else:  # sample_features: the attack on n_images test images (vector sampling is negligible)
             a = conf.analysis(config, "features")
-            ev = {**conf.eval_settings(config, s.dataset, "features"), "n": a["n_images"]}
+            ev = {**conf.eval_settings(config, s.dataset, "features"), "n": a["n_images"], "attack": "pgd"}  # its PGD
             return self.eval_seconds(s.dataset, s.arch, ev)
 
 

@@ -136,11 +136,22 @@ def _eps_text(eps) -> str:
     return f"{round(k)}/255" if 0 < eps < 0.2 and abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
+def _attack_name(settings: dict) -> str:
+    """The attack's name as its evaluation records it (`core.evaluation.attack_from_settings`), from settings."""
+    kind, steps = str(settings.get("attack", "pgd")), settings.get("steps", "?")
+    if kind == "autoattack":
+        return f"AutoAttack-{settings.get('version', 'standard')}"
+    if kind == "apgd":
+        k = settings.get("apgd_steps", 100)
+        return f"PGD-{steps}+APGD-CE-{k}+APGD-DLR-{k}"
+    return f"{kind.upper()}-{steps}"
+
+
 def attack_text(attack: dict | None = None, table: pd.DataFrame | None = None, *, n: bool = True) -> str:
     """'PGD-10, ε = 8/255, n = 1000' from the eval settings dict (info["attack"]), else from the table;
     n=False leaves out the number of test images (figures of other images)."""
     if attack:
-        name = f"{str(attack.get('attack', 'pgd')).upper()}-{attack.get('steps', '?')}"
+        name = _attack_name(attack)
         eps, n_images, restarts = attack.get("eps"), attack.get("n"), attack.get("restarts", 1)
     elif table is not None and "attack" in table and len(table):
         row = table.iloc[0]
