@@ -303,3 +303,19 @@ def test_eps_ablation_is_the_demo_at_another_eps():
     for d in (mine["eval"], theirs["eval"]):
         d.pop("eps"), d.pop("step_size")
     assert ablation == demo
+
+
+def test_analysis_eval_overrides_only_what_it_names():
+    """An analysis's `eval` (reinit, features) is an override of its dataset's: keys it leaves out come from the
+    dataset's eval, not from schema defaults (a reinit `eval: {n: 100}` once evaluated with PGD while the
+    dataset's attack was apgd)."""
+    config = validate.load(REPO / "config" / "config.yaml", roots=False)
+    ds = conf.eval_settings(config, "mnist5k")
+    config["datasets"]["mnist5k"]["eval"].update(seed=3, restarts=2)
+    for name in ("reinit", "features"):
+        got = conf.eval_settings(config, "mnist5k", name)
+        named = config["analyses"][name].get("eval") or {}
+        assert set(named) <= {"n"}, named  # the demo's analyses override n only
+        assert {k: v for k, v in got.items() if k != "n"} == {**{k: v for k, v in ds.items() if k != "n"},
+                                                              "seed": 3, "restarts": 2}
+        assert got["attack"] == ds["attack"] == "apgd"
