@@ -131,6 +131,16 @@ def test_eval_norm_l2_and_untrained_description(pretrained, capsys):
     assert_one_line_error(in_process(capsys, "eval", out, "--data", data, "--eps", "0.5", "--norm", "L2"),
                           "--norm L2", "--autoattack or --apgd")
     assert_one_line_error(in_process(capsys, "eval", out, "--data", data, "--eps", "0.5", "--norm", "L1"), "--norm")
+    # the workflow's eval.attack apgd: PGD, then APGD-CE and APGD-DLR on its survivors, with the breakdown
+    ens = in_process(capsys, "eval", out, "--data", data, "--eps", "0.1", "--steps", 2, "--apgd", "ensemble",
+                     "--apgd-steps", 2, "--n", 8)
+    assert ens.returncode == 0 and "PGD-2+APGD-CE-2+APGD-DLR-2 (eps 0.1, PGD 2 steps of 0.025, APGD 2 steps)" in ens.stdout
+    after = ens.stdout[ens.stdout.index("after each attack"):].splitlines()[1:]
+    assert [line.split()[0] for line in after] == ["PGD-2", "APGD-CE-2", "APGD-DLR-2"]
+    values = [float(line.split()[1].rstrip("%")) for line in after]
+    assert values == sorted(values, reverse=True)  # each attack only on the survivors: never more robust
+    assert_one_line_error(in_process(capsys, "eval", out, "--data", data, "--eps", "0.5", "--norm", "L2", "--apgd",
+                                     "ensemble"), "--apgd ensemble", "--apgd ce|dlr")
     init = in_process(capsys, "eval", initial, "--data", data, "--eps", "0.1", "--steps", 1, "--n", 8)
     assert init.returncode == 0
     first = init.stdout.splitlines()[0]

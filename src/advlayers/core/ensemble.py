@@ -40,6 +40,11 @@ class APGDEnsembleSpec:
         check_int("seed", self.seed, minimum=0)
 
     @property
+    def eps(self) -> float:
+        """The radius of every stage (the PGD's)."""
+        return self.pgd.eps
+
+    @property
     def stages(self) -> tuple:
         """The attacks in the order they run."""
         return (self.pgd, *(APGDSpec(self.pgd.eps, steps=self.apgd_steps, loss=loss, seed=self.seed)

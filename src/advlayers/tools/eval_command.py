@@ -3,6 +3,7 @@
     advlayers eval CKPT --data digits --eps 8/255 --steps 200          L-inf PGD-200
     advlayers eval CKPT --data digits --eps 8/255 --autoattack         standard AutoAttack (reference implementation)
     advlayers eval CKPT --data digits --eps 0.5 --norm L2 --apgd ce     APGD-CE in the L2 threat model
+    advlayers eval CKPT --data mnist5k --eps 0.15 --steps 10 --apgd ensemble   the workflow's eval.attack apgd
 
 AutoAttack and APGD print one progress line per attack and batch while they run (to stderr) and, after the
 accuracies, the robust accuracy after each attack and the reference implementation's check messages.
@@ -46,7 +47,11 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=_positive_int, help=argparse.SUPPRESS)
     p.add_argument("--autoattack", nargs="?", const="standard", choices=AUTOATTACK_VERSIONS, metavar="V",
                    help="AutoAttack instead of PGD: standard (default), plus or rand")
-    p.add_argument("--apgd", choices=("ce", "dlr"), metavar="LOSS", help="APGD (ce or dlr) instead of PGD")
+    p.add_argument("--apgd", choices=("ce", "dlr", "ensemble"), metavar="LOSS",
+                   help="APGD (ce or dlr) instead of PGD; ensemble: the workflow's eval.attack apgd, PGD (--steps, "
+                        "--step-size) then APGD-CE and APGD-DLR (--apgd-steps each) on the images it left unbroken")
+    p.add_argument("--apgd-steps", type=_positive_int, default=100, metavar="K",
+                   help="iterations of each APGD stage of --apgd ensemble (100)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     p.add_argument("--json", metavar="OUT", help="also write the record as JSON")
     p.set_defaults(run=run)
@@ -71,6 +76,15 @@ def attack_spec(args):
         from ..core.autoattack import AutoAttackSpec
 
         return AutoAttackSpec(args.eps, version=args.autoattack, norm=args.norm)
+    if args.apgd == "ensemble":
+        if args.norm != "Linf":
+            raise UsageError(f"--apgd ensemble starts with L-inf PGD; --norm {args.norm} needs --apgd ce|dlr")
+        from ..core.attacks import AttackSpec
+        from ..core.ensemble import APGDEnsembleSpec
+
+        step_size = args.eps / 4 if args.step_size is None else args.step_size
+        pgd = AttackSpec(args.eps, step_size, args.steps, random_start=True, restarts=args.restarts)
+        return APGDEnsembleSpec(pgd, apgd_steps=args.apgd_steps, seed=args.seed)
     if args.apgd:
         from ..core.autoattack import APGDSpec
 
@@ -123,7 +137,9 @@ def _evaluate(args, spec, model, dataset, payload) -> tuple[dict, list]:
 
 def _print_record(args, spec, record, dataset) -> None:
     settings = f"eps {_fmt_fraction(spec.eps)}" + ("" if args.norm == "Linf" else f" ({args.norm})")
-    if not args.autoattack:
+    if args.apgd == "ensemble":
+        settings += f", PGD {spec.pgd.steps} steps of {_fmt_fraction(spec.pgd.step_size)}, APGD {spec.apgd_steps} steps"
+    elif not args.autoattack:
         settings += f", {spec.steps} steps"
         if not args.apgd:
             settings += f" of {_fmt_fraction(spec.step_size)}"
