@@ -94,7 +94,7 @@ def beyond_config_attack(model, part, config: dict, dataset: str, settings: dict
         position = {int(i): k for k, i in enumerate(part.index.tolist())} if getattr(part, "index", None) is not None \
             else None
         rows = torch.tensor([position[int(i)] for i in survivors]) if position else survivors
-        x, y = part.x[rows], part.y[rows]
+        x, y = next(iter(part.take(rows).batches(len(rows))))  # float images in [0, 1], as the evaluator sees them
         _, after, _ = spec.robust_correct_by_attack(model, x, y)
     else:
         after = {a: torch.zeros(0, dtype=torch.bool) for a in extra}

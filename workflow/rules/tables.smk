@@ -8,7 +8,7 @@ rule table:
     input:
         parts=config_error(lambda wc: plan.table_inputs(config, wc.table)),
         # what the parts are made from: only their absence matters (it reruns the table and the missing jobs)
-        upstream=ancient(config_error(lambda wc: plan.table_upstream(config, wc.table))),
+        upstream=ancient(config_error(lambda wc: rebuild.table_upstream(config, wc.table))),
         rebuild=lambda wc: rebuild.table_rebuild_marker(config, wc.table),
         library=library("table"),
     output:

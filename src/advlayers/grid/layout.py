@@ -26,14 +26,7 @@ from __future__ import annotations
 
 import re
 
-from .vocabulary import (
-    EMBED_METHODS,
-    is_folder_dataset,
-    PRETRAININGS,
-    ConfigError,
-    Setting,
-    check,
-)
+from .vocabulary import EMBED_METHODS, PRETRAININGS, ConfigError, Setting, check, is_folder_dataset
 
 RESULTS = "results"
 _NET = "{dataset}/{arch}/seed{seed}"

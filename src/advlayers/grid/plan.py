@@ -379,32 +379,5 @@ def job_counts(config: dict) -> dict[str, int]:
     return counts
 
 
-# --------------------------------------------------------------------------- what each artifact is made from
-
-
-def made_from(config: dict) -> dict[str, list[str]]:
-    """{part of a table: the artifacts it is made from, transitively} of a config."""
-    out: dict[str, list[str]] = {}
-    for s in settings(config):
-        units = list(evaluation_units(config, s))
-        units += [layout.AUTOATTACK_UNIT] if autoattack_cells(config, s) else []
-        for unit in units:
-            nets = evaluated_job_outputs(config, s, unit)
-            for part in layout.evaluation_paths(s, unit):
-                out[part] = sorted({*nets, layout.pretrained_path(s), layout.data_path(s.dataset)})
-    for s in reinit_settings(config):
-        out[layout.reinit_path(s)] = [layout.pretrained_path(s), layout.initial_path(s), layout.data_path(s.dataset)]
-    for s in feature_settings(config):
-        out[layout.divergence_path(s)] = [layout.activations_path(s), layout.pretrained_path(s),
-                                          layout.data_path(s.dataset)]
-    return out
-
-
-def table_upstream(config: dict, table: str) -> list[str]:
-    """What a table's parts are made from (the table rule's `ancient` inputs)."""
-    up = made_from(config)
-    return sorted({p for part in table_inputs(config, table) for p in up.get(part, ())})
-
-
 def layer_count(arch: str) -> int:
     return LAYER_COUNTS[arch]

@@ -43,7 +43,7 @@ def missing_inputs(config: dict, table: str, root: str | os.PathLike = ".") -> l
     parts = plan.table_inputs(config, table)
     if recorded is not None:
         parts = [p for p in parts if p in recorded]
-    up = plan.made_from(config)
+    up = made_from(config)
     missing = [p for p in parts if not (root / p).exists()]
     missing += sorted({u for p in parts if (root / p).exists() for u in up.get(p, ()) if not (root / u).exists()})
     return missing
@@ -88,3 +88,27 @@ def _request(root: Path, marker: str, missing: list[str]) -> None:
             except ImportError:
                 raise OSError(message) from None
             raise WorkflowError(message) from None
+
+
+def made_from(config: dict) -> dict[str, list[str]]:
+    """{part of a table: the artifacts it is made from, transitively} of a config."""
+    out: dict[str, list[str]] = {}
+    for s in plan.settings(config):
+        units = list(plan.evaluation_units(config, s))
+        units += [layout.AUTOATTACK_UNIT] if plan.autoattack_cells(config, s) else []
+        for unit in units:
+            nets = plan.evaluated_job_outputs(config, s, unit)
+            for part in layout.evaluation_paths(s, unit):
+                out[part] = sorted({*nets, layout.pretrained_path(s), layout.data_path(s.dataset)})
+    for s in plan.reinit_settings(config):
+        out[layout.reinit_path(s)] = [layout.pretrained_path(s), layout.initial_path(s), layout.data_path(s.dataset)]
+    for s in plan.feature_settings(config):
+        out[layout.divergence_path(s)] = [layout.activations_path(s), layout.pretrained_path(s),
+                                          layout.data_path(s.dataset)]
+    return out
+
+
+def table_upstream(config: dict, table: str) -> list[str]:
+    """What a table's parts are made from (the table rule's `ancient` inputs)."""
+    up = made_from(config)
+    return sorted({p for part in plan.table_inputs(config, table) for p in up.get(part, ())})
