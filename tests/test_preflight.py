@@ -151,8 +151,9 @@ def _cpu_config(data_root: Path) -> dict:
     cifar.update(root=str(data_root), archs=["resnet18"], width=0.125)
     cifar["recipe_overrides"].update(small)
     cifar["retrain_overrides"].update(small)
-    cifar["eval"].update(n=16, steps=2, step_size=cifar["eval"]["eps"] / 2, batch_size=16)
-    cifar["autoattack"]["n"] = 4
+    cifar["eval"].update(n=16, steps=2, step_size=cifar["eval"]["eps"] / 2, batch_size=4)
+    # AutoAttack in 2 shards of one batch each, merged by merge_shards (as the paper config's Imagenette)
+    cifar["autoattack"].update(n=8, shards=2)
     config["datasets"] = {"cifar10": cifar}
     config.update(device="cpu", figures={"fig2": "cifar10"}, resources={"threads": 1, "gpu": 0})
     a = config["analyses"]
