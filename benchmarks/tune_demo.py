@@ -4,13 +4,15 @@
     python benchmarks/tune_demo.py --seeds 0 1 2 --setting epochs=2 --setting epochs=3 --setting epochs=4 \
         --setting epochs=2,lr=0.008 --setting epochs=2,batch_size=128,channels_last=true
 
-For each training seed the conventional and the adversarial MNIST-5k ResNet-18 (width 0.25, the demo's recipe
-and its 12 pretraining epochs, fp32, one thread as a demo job) are pretrained once (cached under
+For each training seed the conventional and the adversarial MNIST-5k ResNet-18 (the demo's width, recipe and
+`recipe_overrides` read from config/config.yaml, fp32, one thread as a demo job) are pretrained once (cached under
 benchmarks/_work/tune/). For every retraining setting (fields of `advlayers.core.recipes.Recipe` on top of the
-demo's recipe and pretraining epochs, as the config's `retrain_overrides`), the control cell m111111 (cut-off
+demo's recipe and pretraining overrides, as the config's `retrain_overrides`), the control cell m111111 (cut-off
 `before 6`: every module redrawn and retrained) of each net is retrained in the opposite mode, timed, and
-evaluated with the demo's attack (PGD-10, eps 0.15, step 0.0375) on the tuning images (`split.subset(500,
-seed=0)` of the test split, the images every v1 result used; never the confirmation images):
+evaluated with the demo's configured evaluation attack (`eval` of config/config.yaml: since the APGD evaluation,
+PGD-10 then APGD-CE-100 and APGD-DLR-100 on the survivors; `--attack pgd` gives the PGD-10 of the first tuning)
+on the tuning images (`split.subset(500, seed=0)` of the test split, the images every v1 result used; never the
+confirmation images):
 
     A = (rob(conventional net, m111111 retrained adversarially) - rob(conventional net)) / G
     B = (rob(adversarial net) - rob(adversarial net, m111111 retrained conventionally)) / G
@@ -33,10 +35,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 WORK = HERE / "_work" / "tune"
 RESULTS = WORK / "results.jsonl"
-PRETRAIN_EPOCHS = 12
 TUNING = {"n": 500, "seed": 0}  # the tuning part of MNIST-5k's test split
-ATTACK = {"eps": 0.15, "step_size": 0.0375, "steps": 10}
 BAR = 0.8
+ATTACK_KIND = "apgd"  # set by --attack: the config's eval attack, or its PGD alone (the first tuning's)
+
+
+def demo() -> dict:
+    """The demo's MNIST-5k settings, from config/config.yaml (the one place they live)."""
+    import yaml
+
+    return yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["datasets"]["mnist5k"]
+
+
+def pretrain_overrides() -> dict:
+    return {**demo()["recipe_overrides"], "precision": "fp32"}
 
 
 def parse_setting(text: str) -> dict:
@@ -54,12 +66,20 @@ def setting_name(setting: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(setting.items()))
 
 
+def attack_name() -> str:
+    from advlayers.core.evaluation import attack_from_settings
+
+    return attack_from_settings({**demo()["eval"], "attack": ATTACK_KIND}).name
+
+
 def done() -> dict:
-    found = {}
+    """{(seed, setting, net): row} measured under the current attack (rows without `attack` were PGD-10's)."""
+    found, name = {}, attack_name()
     if RESULTS.exists():
         for line in RESULTS.read_text().splitlines():
             r = json.loads(line)
-            found[(r["seed"], r["setting"], r["net"])] = r
+            if r.get("attack", "PGD-10") == name:
+                found[(r["seed"], r["setting"], r["net"])] = r
     return found
 
 
@@ -71,13 +91,13 @@ def record(row: dict) -> None:
 
 
 def robust(model, data) -> dict:
-    from advlayers.core.attacks import AttackSpec
-    from advlayers.core.evaluation import evaluate
+    from advlayers.core.evaluation import attack_from_settings, evaluate
 
-    attack = AttackSpec(ATTACK["eps"], ATTACK["step_size"], ATTACK["steps"], random_start=True)
+    attack = attack_from_settings({**demo()["eval"], "attack": ATTACK_KIND})
     r = evaluate(model, data.test.subset(TUNING["n"], seed=TUNING["seed"]), attack, n=None, seed=TUNING["seed"],
                  progress=False)
-    return {"clean_acc": r["clean_acc"], "robust_acc": r["robust_acc"], "n_eval": r["n_eval"]}
+    return {"attack": attack.name, "clean_acc": r["clean_acc"], "robust_acc": r["robust_acc"],
+            "n_eval": r["n_eval"], "eval_seconds": r["seconds"]}
 
 
 def pretrained(seed: int, mode: str, data, found: dict):
@@ -87,19 +107,22 @@ def pretrained(seed: int, mode: str, data, found: dict):
     from advlayers.core.recipes import get_recipe
     from advlayers.core.training import pretrain
 
-    path = WORK / f"seed{seed}_{mode}.pt"
+    width, overrides = demo()["width"], pretrain_overrides()
+    path = WORK / f"seed{seed}_{mode}_{setting_name(overrides)}.pt"
     if path.exists():
-        model = build_model("resnet18", data.info.num_classes, data.info.image_size, width=0.25)
+        model = build_model("resnet18", data.info.num_classes, data.info.image_size, width=width)
         model.load_state_dict(torch.load(path, weights_only=True))
+        if (seed, "pretrained", mode) not in found:  # evaluated under another attack before
+            record({"seed": seed, "setting": "pretrained", "net": mode, **robust(model, data)})
         return model.eval()
-    recipe = get_recipe("mnist5k-demo", epochs=PRETRAIN_EPOCHS, precision="fp32")
+    recipe = get_recipe(demo()["recipe"], **overrides)
     t0 = time.perf_counter()
-    result = pretrain("resnet18", data, recipe, mode=mode, seed=seed, progress=False, width=0.25)
+    result = pretrain("resnet18", data, recipe, mode=mode, seed=seed, progress=False, width=width)
     seconds = time.perf_counter() - t0
     WORK.mkdir(parents=True, exist_ok=True)
     torch.save(result.model.state_dict(), path)
     record({"seed": seed, "setting": "pretrained", "net": mode, "seconds": seconds,
-            "samples": PRETRAIN_EPOCHS * len(data.train), **robust(result.model, data)})
+            "samples": recipe.epochs * len(data.train), **robust(result.model, data)})
     return result.model.eval()
 
 
@@ -109,7 +132,7 @@ def control(seed: int, setting: dict, net: str, model, data) -> None:
     from advlayers.core.recipes import get_recipe
     from advlayers.core.training import cell_units, retrain
 
-    recipe = get_recipe("mnist5k-demo", **{"epochs": PRETRAIN_EPOCHS, "precision": "fp32", **setting})
+    recipe = get_recipe(demo()["recipe"], **{**pretrain_overrides(), **setting})
     mode = "adversarial" if net == "conventional" else "conventional"
     model = copy.deepcopy(model)
     t0 = time.perf_counter()
@@ -181,10 +204,14 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--setting", action="append", default=[], help="retraining overrides, e.g. epochs=3,lr=0.008")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--attack", choices=["apgd", "pgd"], default="apgd",
+                   help="evaluate with the config's eval attack (apgd) or only its PGD (the first tuning's)")
     p.add_argument("--table", action="store_true", help="print the table of what was measured, and stop")
     p.add_argument("--speed", action="store_true", help="time adversarial retraining per sample (batch 64/128, "
                    "channels_last or not, fp32), interleaved, and stop")
     args = p.parse_args(argv)
+    global ATTACK_KIND
+    ATTACK_KIND = args.attack
     if args.table:
         print(table(done()))
         return
