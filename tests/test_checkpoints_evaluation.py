@@ -225,3 +225,20 @@ def test_dataloader_equals_split(trained_digits_model, digits):
     assert first["n_eval"] == 50 and first["outcomes"]["test_index"].tolist() == list(range(50))
     with pytest.raises(ValueError, match="nothing to evaluate"):
         evaluate(model, [], spec, progress=False)
+
+
+def test_channels_last_evaluation_is_the_same_evaluation(trained_digits_model, digits):
+    """eval.channels_last changes the memory layout only: same clean outcomes, the same robust ones up to float
+    rounding (at most one image of 100 may flip at a decision boundary), and the record says which layout ran."""
+    import copy
+
+    spec = AttackSpec(0.05, 0.0125, 5)
+    plain = evaluate(copy.deepcopy(trained_digits_model), digits.test, spec, n=100, seed=1, progress=False,
+                     outcomes=True)
+    model = copy.deepcopy(trained_digits_model)
+    fast = evaluate(model, digits.test, spec, n=100, seed=1, progress=False, outcomes=True, channels_last=True)
+    assert plain["channels_last"] is False and fast["channels_last"] is True
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last), "the model was evaluated in channels_last"
+    assert (plain["outcomes"]["clean_correct"] == fast["outcomes"]["clean_correct"]).all()
+    assert (plain["outcomes"]["robust_correct"] != fast["outcomes"]["robust_correct"]).sum() <= 1

@@ -49,7 +49,7 @@ def evaluate_split(model, data, eval_settings: dict, *, device="cpu", labels: di
         labels.update(shard_index=shard[0], shards=shard[1])
     return evaluate(model, part, attack_from_settings(settings), n=settings["n"], seed=settings["seed"],
                     batch_size=settings["batch_size"], device=device, progress=False, outcomes=True,
-                    labels=labels, shard=bounds)
+                    labels=labels, shard=bounds, channels_last=settings["channels_last"])
 
 
 def evaluate_checkpoints(checkpoints: dict, data, *, eval_settings: dict, setting: Setting, data_path, device="cpu",
