@@ -17,6 +17,7 @@ from .vocabulary import (
     TEST_SIZES,
     DIRECTIONS,
     EMBEDDED_DATASETS,
+    FOLDER_DATASETS,
     LAYER_COUNTS,
     PRETRAINED,
     RECIPES,
@@ -268,6 +269,11 @@ def check_folder_datasets(config: dict) -> None:
                     _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for datasets of kind: folder"])
         else:
             register_folder_dataset(ds)
+        if not (ds in FOLDER_DATASETS or dcfg.get("kind") == "folder"):
+            for key, unset in (("decode", "pil"), ("cache_size", None)):
+                if dcfg.get(key, unset) != unset:
+                    _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for image-folder datasets (imagenette, "
+                                                                 "imagenet, kind: folder)"])
         size = test_size(ds, dcfg)
         for name in (None, "reinit", "features"):
             n = eval_settings(config, ds, name).get("n")
