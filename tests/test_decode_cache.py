@@ -94,6 +94,23 @@ def test_eval_batches_equal_the_pil_path_and_train_batches_are_seeded(prepared):
     assert all(torch.equal(y1, y2) for (_, y1), (_, y2) in zip(a, pil_a))
 
 
+def test_crop_flip_is_torchvisions_transform_with_the_same_draws():
+    """The training transform of the cache path: torchvision's RandomResizedCrop + RandomHorizontalFlip on the uint8
+    tensor (same random draws from the same seed), computed by torch's uint8 kernel: within one intensity level."""
+    T = torchvision.transforms
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)).permute(2, 0, 1)
+    reference = T.Compose([T.RandomResizedCrop(32, antialias=True), T.RandomHorizontalFlip()])
+    for seed in range(20):
+        torch.manual_seed(seed)
+        got = decode_cache._CropFlip(32)(image)
+        torch.manual_seed(seed)
+        want = reference(image)
+        assert got.shape == (3, 32, 32) and got.dtype == torch.uint8 and got.is_contiguous()
+        assert (got.int() - want.int()).abs().max() <= 1, seed
+    torch.manual_seed(0)
+    assert not torch.equal(decode_cache._CropFlip(32)(image), decode_cache._CropFlip(32)(image))  # fresh draws
+
+
 def test_subset_take_and_epoch_batches_across_ranks(prepared):
     _, out = prepared
     split = _loaded(out).train

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .._torchvision import torchvision
 from ..grid import layout
@@ -184,6 +185,43 @@ class _CachedImages(torch.utils.data.Dataset):
             return self.transform(self.image(row)), int(self.index[row, 3])
 
 
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, *size): bilinear with antialiasing, torch's uint8 kernel (the channels-last view
+    of the cache's (H, W, 3) rows is its fast layout)."""
+    x = x[None].contiguous(memory_format=torch.channels_last)
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+class _CropFlip:
+    """torchvision's RandomResizedCrop(size) + RandomHorizontalFlip on a uint8 tensor, with the same random draws
+    (`RandomResizedCrop.get_params`, then ``torch.rand(1) < 0.5``), the crop a view and the resize `_resize`
+    (torchvision's own tensor path converts to float first: ~4x slower)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        T = torchvision.transforms
+        top, left, h, w = T.RandomResizedCrop.get_params(x, [0.08, 1.0], [3 / 4, 4 / 3])
+        x = _resize(x[:, top:top + h, left:left + w], (self.size, self.size))
+        return (x.flip(-1) if torch.rand(1) < 0.5 else x).contiguous()
+
+
+class _CentreCrop:
+    """The evaluation transform: Resize(resize) if given (the cache is at another size), then CenterCrop(size)."""
+
+    def __init__(self, size: int, resize: int | None):
+        self.size, self.resize = size, resize
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize is not None:
+            h, w = x.shape[-2:]
+            short, long = (h, w) if h <= w else (w, h)
+            new = (self.resize, int(self.resize * long / short))
+            x = _resize(x, new if h <= w else new[::-1])
+        return torchvision.transforms.functional.center_crop(x, [self.size]).contiguous()
+
+
 class CacheSplit(FolderSplit):
     """A `FolderSplit` read from its decoded-image cache (module docstring); `index` = full-split positions."""
 
@@ -193,14 +231,10 @@ class CacheSplit(FolderSplit):
         self.data_path, self.cache_index, self.size = str(data_path), index, size
 
     def transform(self, augment: bool):
-        T = torchvision.transforms
         if augment:
-            steps = [T.RandomResizedCrop(self.image_size, antialias=True), T.RandomHorizontalFlip()]  # as FolderSplit
-        else:
-            steps = [] if self.size == default_size(self.image_size) else [
-                T.Resize(default_size(self.image_size), antialias=True)]
-            steps.append(T.CenterCrop(self.image_size))
-        return T.Compose(steps)
+            return _CropFlip(self.image_size)
+        return _CentreCrop(self.image_size, None if self.size == default_size(self.image_size)
+                           else default_size(self.image_size))
 
     def dataset(self, augment: bool, seed: int) -> torch.utils.data.Dataset:
         return _CachedImages(self.data_path, self.cache_index, self.index.tolist(), self.transform(augment), seed)
