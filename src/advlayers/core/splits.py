@@ -134,7 +134,8 @@ class _ImageFiles(torch.utils.data.Dataset):
         path, label = self.samples[index]
         image = torchvision.datasets.folder.pil_loader(path)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed + index) % 2**63)
+            # the CPU generator only: torch.manual_seed also seeds every accelerator (lazily: ~1 ms an image)
+            torch.default_generator.manual_seed((self.seed + index) % 2**63)
             return self.transform(image), label
 
 
