@@ -197,9 +197,10 @@ def main(argv=None) -> int:
     if args.write:
         path = HERE / "results.md"
         old = path.read_text()
-        if BEGIN in old and END in old:
-            old = old[:old.index(BEGIN)] + old[old.index(END) + len(END):].lstrip("\n")
-        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
+        if BEGIN in old and END in old:  # replaced where it stands
+            path.write_text(old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):])
+        else:
+            path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
     return 0
 
 

@@ -142,7 +142,8 @@ class _ImageFiles(torch.utils.data.Dataset):
 def default_workers(limit: int = 16) -> int:
     """DataLoader workers of a process: the CPUs it may run on (SLURM's allocation, not the node's count) shared
     by the node's DDP ranks (torchrun's LOCAL_WORLD_SIZE), at most `limit` (benchmarks/results.md, "Input
-    pipeline": one worker decodes ~300 ImageNet-like JPEGs/s, a GPU needs up to ~19 of them)."""
+    pipeline": one worker decodes ~250 ImageNet-like JPEGs/s, a GPU needs up to ~22 of them; ~4 reading the
+    decoded-image cache, `decode_cache`)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
