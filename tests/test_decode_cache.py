@@ -67,6 +67,8 @@ def test_cache_build_records_its_source_and_matches_pil_decoding(prepared):
             expected = np.asarray(resize(torchvision.datasets.folder.pil_loader(path)))
             assert min(h, w) == 37 and label == want_label
             assert np.array_equal(data[offset:offset + h * w * 3].reshape(h, w, 3), expected)
+    prepare_folder("shapes", root, out, image_size=32, decode="cache")  # an identical rebuild: the same digests
+    assert read_json(out)["cache"] == manifest["cache"]
 
 
 def test_eval_batches_equal_the_pil_path_and_train_batches_are_seeded(prepared):
@@ -178,7 +180,8 @@ def test_corrupt_cache_is_refused(prepared, damage):
         data[100] ^= 1
         (folder / "train.u8").write_bytes(bytes(data))
         ds = _loaded(out)  # opening checks lengths and digests of the small files; each image is checked when read
-        with pytest.raises(ArtifactError, match=r"train.u8 is corrupt: image 0 does not match its crc32"):
+        with pytest.raises(ArtifactError, match=r"train.u8 is corrupt: image 0 does not match its crc32; rebuild it: "
+                                                r"rerun its prepare_data job \(`snakemake -f .*data/shapes.json`\)"):
             list(ds.train.batches(6))
         return
     with pytest.raises(ArtifactError, match=match):

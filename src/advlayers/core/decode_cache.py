@@ -116,8 +116,9 @@ def build(split: FolderSplit, root, folder, name: str, size: int, num_workers: i
                          "sizes_digest": sizes_digest(split.samples)},
               "index_sha256": sha256_file(paths["index"]), "data_bytes": int(paths["data"].stat().st_size),
               "index_columns": list(INDEX_COLUMNS), "pillow_version": PIL.__version__,
+              # no time stamp: an identical rebuild gets the same digest (the manifest, and what it fed, stay valid)
               **{k: env[k] for k in ("advlayers_version", "git_commit", "git_dirty", "torch_version",
-                                     "torchvision_version", "created")}}
+                                     "torchvision_version")}}
     write_json(paths["header"], header)
     return read_json(paths["header"])
 
@@ -127,7 +128,7 @@ def open_index(split: FolderSplit, root, folder, name: str, size: int, header_di
     ArtifactError: missing, corrupt (header, index, data length) or stale (another format, source or size; a
     header other than the one the prepared-data manifest recorded, `header_digest`)."""
     paths = _paths(folder, name)
-    rebuild = "rebuild it (the prepare_data job)"
+    rebuild = f"rebuild it: rerun its prepare_data job (`snakemake -f {Path(folder).with_suffix('.json')}`)"
     if not paths["header"].is_file():
         raise ArtifactError(f"decoded-image cache {paths['header']} is missing; {rebuild}")
     header = read_json(paths["header"])  # corrupt: its self-digest
@@ -175,7 +176,8 @@ class _CachedImages(torch.utils.data.Dataset):
         raw = self._data[offset:offset + h * w * 3]
         if zlib.crc32(raw) != crc:
             raise ArtifactError(f"decoded-image cache {self.data_path} is corrupt: image {row} does not match its "
-                                "crc32; rebuild it (the prepare_data job)")
+                                f"crc32; rebuild it: rerun its prepare_data job (`snakemake -f "
+                                f"{Path(self.data_path).parent.with_suffix('.json')}`)")
         return torch.from_numpy(np.array(raw).reshape(h, w, 3)).permute(2, 0, 1)
 
     def __getitem__(self, i: int):
