@@ -222,3 +222,23 @@ def test_named_dataset_end_to_end_and_config(tmp_path):
     bad["datasets"]["cifar10"]["decode"] = "cache"
     with pytest.raises(ConfigError, match=r"datasets.cifar10.decode = 'cache' is not valid; valid choices: only for"):
         check(apply_schema(bad), root_exists=lambda *a: None)
+
+
+def test_prepare_data_job_builds_the_cache(tmp_path):
+    """The workflow's prepare_data job with `decode: cache` (its params name the key only then): the manifest and
+    the cache beside it, read back as CacheSplits; a dry run then has nothing to redo."""
+    from helpers import copy_repo, dry_run, snakemake
+
+    root = copy_repo(tmp_path / "repo")
+    _write(root / "data" / "shapes" / "train")
+    _write(root / "data" / "shapes" / "val", n=2, seed=1)
+    (root / "shapes.yaml").write_text(
+        "device: cpu\ndatasets:\n  shapes:\n    kind: folder\n    root: data/shapes\n    image_size: 32\n"
+        "    decode: cache\n    archs: [resnet18]\n    recipe: mnist5k-demo\n"
+        "    eval: {n: 2, eps: 0.03, step_size: 0.01, steps: 2}\ncutoffs: {before: [1], after: [5]}\n")
+    data = layout.path("data", dataset="shapes", ext="json")  # a folder dataset's manifest
+    snakemake(root, data, "--cores", "1", "--configfile", "shapes.yaml", timeout=600)
+    ds = load_prepared(root / data)
+    assert isinstance(ds.train, decode_cache.CacheSplit) and len(ds.train) == 6 and len(ds.test) == 4
+    assert (root / layout.path("data_cache", dataset="shapes") / "train.u8").is_file()
+    assert dry_run(root, data, "--configfile", "shapes.yaml") == {}
