@@ -13,8 +13,8 @@ that readers memory-map. Per split, in the folder `cache_dir_of(<prepared data m
                         the code and library versions that made it
 
 `CacheSplit` is a `FolderSplit` (same samples, positions, batching and seeding) whose items come from the cache:
-training RandomResizedCrop + horizontal flip of the uint8 tensor (torchvision's transforms on tensors, the same
-random draws as the PIL path), evaluation Resize + CenterCrop (at the default size the centre crop alone);
+training RandomResizedCrop + horizontal flip of the uint8 tensor (`_CropFlip`: torchvision's random draws, as the
+PIL path, with torch's uint8 resize kernel), evaluation Resize + CenterCrop (at the default size the crop alone);
 batches cross to the device as uint8 and become float there. Opening a cache checks the header's self-digest, the
 format, the source folder's file lists and sizes, the size, the index's sha256 and the data's length (a stale or
 corrupt cache is a one-line ArtifactError); each image's crc32 is checked when it is read.
