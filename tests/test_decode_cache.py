@@ -211,9 +211,10 @@ def test_named_dataset_end_to_end_and_config(tmp_path):
         prepare_dataset("imagenet", root, tmp_path / "x.json", decode="jpeg")
 
     config = {"datasets": {"imagenet": {"root": str(root), "archs": ["resnet50"], "recipe": "imagenet",
-                                        "eval": {"n": 2, "eps": 0.01}, "decode": "cache"},
+                                        "eval": {"n": 2, "eps": 0.01, "step_size": 0.01, "steps": 1},
+                                        "decode": "cache"},
                            "cifar10": {"root": None, "archs": ["resnet18"], "recipe": "cifar10",
-                                       "eval": {"n": 2, "eps": 0.03}}},
+                                       "eval": {"n": 2, "eps": 0.03, "step_size": 0.01, "steps": 1}}},
               "cutoffs": {"before": [1], "after": [5]}}
     good = apply_schema(copy.deepcopy(config))
     assert conf.prepare_params(good, "imagenet")["decode"] == "cache"
@@ -222,6 +223,12 @@ def test_named_dataset_end_to_end_and_config(tmp_path):
     bad["datasets"]["cifar10"]["decode"] = "cache"
     with pytest.raises(ConfigError, match=r"datasets.cifar10.decode = 'cache' is not valid; valid choices: only for"):
         check(apply_schema(bad), root_exists=lambda *a: None)
+    small = copy.deepcopy(config)
+    small["datasets"]["imagenet"]["cache_size"] = 200
+    with pytest.raises(ConfigError, match=r"imagenet.cache_size = 200 is not valid; valid choices: null or at least "
+                                          r"image_size \(224\)"):
+        check(apply_schema(small), root_exists=lambda *a: None)
+    check(good, root_exists=lambda *a: None)
 
 
 def test_prepare_data_job_builds_the_cache(tmp_path):

@@ -274,6 +274,9 @@ def check_folder_datasets(config: dict) -> None:
                 if dcfg.get(key, unset) != unset:
                     _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for image-folder datasets (imagenette, "
                                                                  "imagenet, kind: folder)"])
+        elif (dcfg.get("cache_size") or 1e9) < (dcfg.get("image_size") or 224):  # crops would be upsampled
+            _invalid(f"datasets.{ds}.cache_size", dcfg["cache_size"], [f"null or at least image_size "
+                                                                       f"({dcfg.get('image_size') or 224})"])
         size = test_size(ds, dcfg)
         for name in (None, "reinit", "features"):
             n = eval_settings(config, ds, name).get("n")
