@@ -13,6 +13,11 @@ does. Images per CPU-second of that process is the rate of one worker on a core 
 beside it: on a shared machine it is the noisier figure). The images/s one GPU consumes in each stage is the cost
 model's (`advlayers.tools.cost_model`: reference A100 throughput x the bf16 speed-up of `precision: auto` /
 the stage's units per image); their ratio is the workers that GPU needs.
+
+Side by side, the same JPEGs through the decoded-image cache (`advlayers.core.decode_cache`, config
+`datasets.<d>.decode: cache`): built once (PIL decode + Resize to the cache size, timed and reported as a one-time
+cost per image), then `CacheSplit` - RandomResizedCrop(224) + flip of the memory-mapped uint8 images (evaluation:
+the centre crop) - in one process as above. The cache's bytes per image give its size for Imagenette and ImageNet.
 """
 
 from __future__ import annotations
@@ -54,15 +59,16 @@ def write_jpegs(folder: Path, n: int, classes: int = 10, size=(500, 375), seed: 
     return sum(p.stat().st_size for p in paths) / n / 1024
 
 
-def time_split(split, augment: bool, batch_size: int = 32) -> dict:
-    """One pass over the split in this process (num_workers=0): images, wall s, CPU s of this process."""
+def time_split(split, augment: bool, batch_size: int = 32, passes: int = 1) -> dict:
+    """`passes` passes over the split in this process (num_workers=0): images, wall s, CPU s of this process."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
     wall, cpu = time.perf_counter(), time.process_time()
     images = 0
-    for x, _ in split.batches(batch_size, shuffle=augment, augment=augment, generator=gen):
-        images += len(x)
+    for _ in range(passes):
+        for x, _ in split.batches(batch_size, shuffle=augment, augment=augment, generator=gen):
+            images += len(x)
     return {"images": images, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
 
 
@@ -92,30 +98,67 @@ def gpu_rates(config: dict) -> list[dict]:
     return rows
 
 
+TRAIN, EVAL = "train (RandomResizedCrop + flip)", "eval (Resize + CenterCrop)"
+BUILD = "cache build (decode + Resize, once per image)"
+PATHS = ("pil", "cache")
+# images per split (train, val): Imagenette (imagenette2-320, fast.ai), ImageNet-1k (ILSVRC 2012)
+SPLIT_SIZES = {"imagenette": (9_469, 3_925), "imagenet": (1_281_167, 50_000)}
+
+
+def cache_sizes(bytes_per_image: float) -> list[str]:
+    """The cache size of each dataset at the measured bytes per image (the benchmark's 4:3 images)."""
+    return [f"{ds}: {train:,} + {val:,} images x {bytes_per_image / 1e3:.0f} KB = "
+            f"{(train + val) * bytes_per_image / 1e9:,.1f} GB" for ds, (train, val) in SPLIT_SIZES.items()]
+
+
+def _rate(r: dict) -> float:
+    return r["images"] / r["cpu_s"]
+
+
 def report(res: dict) -> str:
     per = res["per_worker"]
     lines = [BEGIN, "## Input pipeline: DataLoader workers per GPU (filled by `python benchmarks/input_pipeline.py "
              "--write`)", "",
              f"Run on {res['date']} on `{res['cpu']}` ({res['cores']} cores, shared; load average at start "
              f"{res['load']}), torch {res['torch']}, Pillow {res['pillow']}. {res['n']} synthetic ImageNet-like JPEGs "
-             f"(500 x 375, quality 90, mean {res['kb']:.0f} KB) through `FolderSplit` with num_workers=0 (one process "
-             "doing one worker's work; images per CPU-second = one worker on a core of its own).", "",
-             "| transform | images | wall s | CPU s | images / wall s | images / CPU s (one worker) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, r in per.items():
-        lines.append(f"| {name} | {r['images']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                     f"{r['images'] / r['wall_s']:.0f} | {r['images'] / r['cpu_s']:.0f} |")
-    lines += ["", "Images/s one GPU consumes (the cost model's reference A100 throughput, bf16 for `precision: auto`, "
+             f"(500 x 375, quality 90, mean {res['kb']:.0f} KB) through `FolderSplit` (`pil`: PIL decoding every "
+             f"epoch) and through its decoded-image cache (`cache`: decoded once, shorter side {res['cache_size']} px, "
+             "uint8, memory-mapped; `CacheSplit`), each with num_workers=0 (one process doing one worker's work; "
+             "images per CPU-second = one worker on a core of its own). One run measures both.", "",
+             "| path | transform | images | wall s | CPU s | images / wall s | images / CPU s (one worker) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for (path, name), r in per.items():
+        lines.append(f"| {path} | {name} | {r['images']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                     f"{r['images'] / r['wall_s']:.0f} | {_rate(r):.0f} |")
+    lines += ["", f"The cache holds {res['cache_bytes'] / res['n'] / 1e3:.0f} KB per image (256 x 341 x 3 bytes for "
+              "these 4:3 images; 1.143 x the 224 px training size, the evaluation resize); at that size: "
+              + "; ".join(cache_sizes(res["cache_bytes"] / res["n"])) + ".", "",
+              "Images/s one GPU consumes (the cost model's reference A100 throughput, bf16 for `precision: auto`, "
               "config/paper.yaml's recipes; adversarial = k attack steps + the training step (+ the clean batch in "
               "retraining); `retrain` at the whole net's cost: retraining fewer layers consumes images faster) and the "
-              "workers that takes at this CPU's per-worker rate:", "",
-              "| dataset | arch | stage | GPU images/s | workers per GPU |", "|---|---|---|---:|---:|"]
+              "workers that takes at this CPU's per-worker rate, for each path:", "",
+              "| dataset | arch | stage | GPU images/s | workers per GPU (pil) | workers per GPU (cache) |",
+              "|---|---|---|---:|---:|---:|"]
     for r in res["gpu"]:
-        worker = per["train (RandomResizedCrop + flip)" if r["augment"] else "eval (Resize + CenterCrop)"]
-        need = r["gpu_images_s"] / (worker["images"] / worker["cpu_s"])
-        lines.append(f"| {r['dataset']} | {r['arch']} | {r['stage']} | {r['gpu_images_s']:,.0f} | {need:.1f} |")
+        need = [r["gpu_images_s"] / _rate(per[(path, TRAIN if r["augment"] else EVAL)]) for path in PATHS]
+        lines.append(f"| {r['dataset']} | {r['arch']} | {r['stage']} | {r['gpu_images_s']:,.0f} | {need[0]:.1f} | "
+                     f"{need[1]:.1f} |")
     lines += ["", END]
     return "\n".join(lines)
+
+
+def cache_pass(folder: Path, split, size: int) -> tuple[dict, object, int]:
+    """Build the split's cache in this process (timed: the one-time cost), then open it; (timing, split, bytes)."""
+    import shutil
+
+    from advlayers.core import decode_cache
+
+    where = folder.parent / f"{folder.name}.cache"
+    shutil.rmtree(where, ignore_errors=True)
+    wall, cpu = time.perf_counter(), time.process_time()
+    header = decode_cache.build(split, folder, where, "train", size, num_workers=0)
+    timing = {"images": header["n"], "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    return timing, decode_cache.open_split(split, folder, where, "train", size), header["data_bytes"]
 
 
 def main(argv=None) -> int:
@@ -128,6 +171,7 @@ def main(argv=None) -> int:
     import PIL
     import torch
 
+    from advlayers.core import decode_cache
     from advlayers.core.splits import FolderSplit
     from advlayers.tools import cost_model
 
@@ -137,21 +181,26 @@ def main(argv=None) -> int:
     folder = WORK / f"n{n}"
     kb = write_jpegs(folder, n)
     split = FolderSplit.from_folder(folder, num_workers=0)
-    per = {"train (RandomResizedCrop + flip)": time_split(split, True),
-           "eval (Resize + CenterCrop)": time_split(split, False)}
+    size = decode_cache.default_size(split.image_size)
+    per = {("pil", TRAIN): time_split(split, True), ("pil", EVAL): time_split(split, False)}
+    per[("cache", BUILD)], cached, cache_bytes = cache_pass(folder, split, size)
+    passes = 4  # the cache path is ~4x faster: as many CPU-seconds as one pass of the PIL path, less noise
+    per[("cache", TRAIN)], per[("cache", EVAL)] = (time_split(cached, a, passes=passes) for a in (True, False))
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout
     res = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "n": n, "kb": kb,
            "cpu": " ".join(cpu.split(":", 1)[-1].split()) or "unknown", "cores": os.cpu_count(),
            "load": load, "torch": torch.__version__,
-           "pillow": PIL.__version__, "per_worker": per, "gpu": gpu_rates(cost_model.load_config(args.config))}
+           "pillow": PIL.__version__, "per_worker": per,
+           "cache_size": size, "cache_bytes": cache_bytes, "gpu": gpu_rates(cost_model.load_config(args.config))}
     text = report(res)
     print(text)
     if args.write:
         path = HERE / "results.md"
         old = path.read_text()
-        if BEGIN in old and END in old:
-            old = old[:old.index(BEGIN)] + old[old.index(END) + len(END):].lstrip("\n")
-        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
+        if BEGIN in old and END in old:  # replaced where it stands
+            path.write_text(old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):])
+        else:
+            path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
     return 0
 
 

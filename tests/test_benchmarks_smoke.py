@@ -177,25 +177,31 @@ def test_demo_budget_counts_the_start_up_of_every_job_that_starts_python(tmp_pat
 
 @pytest.mark.slow
 def test_input_pipeline_benchmark_quick():
-    """benchmarks/input_pipeline.py --quick: FolderSplit decodes the JPEGs it writes (positive rates, CPU seconds
-    beside wall seconds) and the workers-per-GPU table covers every ImageNet/Imagenette arch and stage of the paper
-    config (workers = the GPU's images/s / one worker's)."""
+    """benchmarks/input_pipeline.py --quick: FolderSplit decodes the JPEGs it writes and their decoded-image cache is
+    built and read in the same run (positive rates, CPU seconds beside wall seconds), and the workers-per-GPU table
+    covers every ImageNet/Imagenette arch and stage of the paper config for both paths (workers = the GPU's
+    images/s / one worker's)."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "input_pipeline.py"), "--quick"],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    per = {r["transform"]: r for r in table_after(proc.stdout, "## Input pipeline")}
-    assert set(per) == {"train (RandomResizedCrop + flip)", "eval (Resize + CenterCrop)"}
-    assert all(number(r["images"]) == 32 and number(r["CPU s"]) > 0 and number(r["wall s"]) > 0 for r in per.values())
+    per = {(r["path"], r["transform"]): r for r in table_after(proc.stdout, "## Input pipeline")}
+    train, evaluation = "train (RandomResizedCrop + flip)", "eval (Resize + CenterCrop)"
+    assert set(per) == {("pil", train), ("pil", evaluation), ("cache", train), ("cache", evaluation),
+                        ("cache", "cache build (decode + Resize, once per image)")}
+    assert all(number(r["images"]) % 32 == 0 and number(r["CPU s"]) > 0 and number(r["wall s"]) > 0
+               for r in per.values())
+    assert "imagenet: 1,281,167 + 50,000 images x" in proc.stdout
     lines = proc.stdout.splitlines()
     gpu_at = next(i for i, line in enumerate(lines) if line.startswith("| dataset | arch | stage"))
     rows = table_after("\n".join(["## gpu"] + lines[gpu_at:]), "## gpu")
     assert {(r["dataset"], r["arch"]) for r in rows} == {("imagenet", "resnet50")} | {
         ("imagenette", a) for a in ("resnet18", "resnet50", "vgg11_bn", "vgg16_bn")}
-    train_rate = number(per["train (RandomResizedCrop + flip)"]["images / CPU s (one worker)"])
-    for r in rows:
-        if "evaluate" not in r["stage"]:
-            gpu = number(r["GPU images/s"].replace(",", ""))
-            assert number(r["workers per GPU"]) == pytest.approx(gpu / train_rate, abs=0.06, rel=0.02)
+    for path in ("pil", "cache"):
+        train_rate = number(per[(path, train)]["images / CPU s (one worker)"])
+        for r in rows:
+            if "evaluate" not in r["stage"]:
+                gpu = number(r["GPU images/s"].replace(",", ""))
+                assert number(r[f"workers per GPU ({path})"]) == pytest.approx(gpu / train_rate, abs=0.06, rel=0.02)
 
 
 def test_digest_cost_benchmark_counts_the_paper_outcome_rows():

@@ -56,6 +56,7 @@ def test_overlay_keeps_every_dataset_arch_and_analysis():
     assert plan.tables(config) == plan.tables(paper)
     for ds, dcfg in config["datasets"].items():
         assert dcfg["archs"] == paper["datasets"][ds]["archs"]
+        assert dcfg.get("decode") == paper["datasets"][ds].get("decode")  # the preflight reads Imagenette's cache too
         for key in ("recipe_overrides", "retrain_overrides"):
             assert dcfg[key]["epochs"] == 1 and dcfg[key]["train_subset"] == 256
         ev = conf.eval_settings(config, ds)

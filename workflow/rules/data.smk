@@ -6,9 +6,7 @@ rule prepare_data:
         layout.pattern("data"),
     params:
         root=lambda wc: conf.dataset_config(config, wc.dataset).get("root"),
-        dataset_config=lambda wc: {
-            k: conf.dataset_config(config, wc.dataset).get(k) for k in ("kind", "root", "image_size", "mean", "std")
-        },
+        dataset_config=lambda wc: conf.prepare_params(config, wc.dataset),
     log:
         layout.log_path("prepare_data", "{dataset}.{ext}"),
     benchmark:

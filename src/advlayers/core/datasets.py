@@ -8,7 +8,6 @@ touching the original download. The loaders are short sections in data-flow orde
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import shutil
@@ -26,9 +25,11 @@ from .._torchvision import torchvision
 from ..grid.validate import FOLDER_LAYOUT, LAYOUTS
 from ..grid.vocabulary import DATASETS
 from ..io import ArtifactError, atomic_write, read_json, state_digest, write_json
+from . import decode_cache
 from .splits import FOLDER_IMAGE_SIZE, AugmentSpec, FolderSplit, TensorSplit
 
 FORMAT = "advlayers-dataset-v1"
+DECODERS = ("pil", "cache")  # how a folder dataset's images reach a batch (config datasets.<d>.decode)
 
 # The paper trains Imagenette at 224 px: the 320 px version (torchvision's Imagenette "320px" archive), resized
 # and cropped to 224, not the 160 px one upsampled.
@@ -285,10 +286,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
 
 
 def _files_digest(split: FolderSplit, root: Path) -> str:
-    h = hashlib.sha256()
-    for path, label in split.samples:
-        h.update(f"{Path(path).relative_to(root).as_posix()}\t{label}\n".encode())
-    return h.hexdigest()
+    return decode_cache.files_digest(split.samples, root)
 
 
 def _summary(ds: Dataset) -> dict:
@@ -297,34 +295,55 @@ def _summary(ds: Dataset) -> dict:
             "image_size": info.image_size, "classes": list(info.classes)}
 
 
-def prepare_folder(name: str, root, out_path, *, image_size: int = FOLDER_IMAGE_SIZE, mean=None, std=None) -> dict:
+def _folder_manifest(ds: Dataset, folder: Path, out: Path, decode: str, cache_size: int | None) -> dict:
+    """The manifest of a folder dataset (its file lists' digests); with ``decode: cache`` its decoded-image caches
+    are built beside `out` (`core.decode_cache`) and their header digests recorded."""
+    check_decode(decode)
+    manifest = {"format": FORMAT, **_summary(ds), "root": str(folder),
+                "train_files_digest": _files_digest(ds.train, folder),
+                "test_files_digest": _files_digest(ds.test, folder)}
+    if decode == "cache":  # (a `pil` manifest stays as before: its sha256, recorded downstream, unchanged)
+        size = cache_size or decode_cache.default_size(ds.info.image_size)
+        manifest.update(decode=decode, cache_size=size)
+        where = decode_cache.cache_dir_of(out)
+        manifest["cache"] = decode_cache.build_dataset(ds.train, ds.test, folder, where, size)
+    return manifest
+
+
+def check_decode(decode: str) -> str:
+    if decode not in DECODERS:
+        raise ValueError(f"decode {decode!r} is not valid; valid choices: {', '.join(DECODERS)}")
+    return decode
+
+
+def prepare_folder(name: str, root, out_path, *, image_size: int = FOLDER_IMAGE_SIZE, mean=None, std=None,
+                   decode: str = "pil", cache_size: int | None = None) -> dict:
     """`prepare_dataset` for your own ImageFolder dataset (config `kind: folder`): any name, classes from the
     folders, `image_size`, optional normalisation `mean`/`std` (default ImageNet's)."""
     folder = _own_folder(name, root)
     ds = _folder_dataset(name, folder, image_size, mean, std)
-    manifest = {"format": FORMAT, "kind": "folder", **_summary(ds), "root": str(folder), "mean": mean, "std": std,
-                "train_files_digest": _files_digest(ds.train, folder),
-                "test_files_digest": _files_digest(ds.test, folder)}
+    manifest = {"kind": "folder", **_folder_manifest(ds, folder, Path(out_path), decode, cache_size),
+                "mean": mean, "std": std}
     write_json(Path(out_path), manifest)  # with its self-digest (load_prepared checks it)
     return _summary(ds)
 
 
-def prepare_dataset(name: str, root, out_path, *, download: bool = False) -> dict:
+def prepare_dataset(name: str, root, out_path, *, download: bool = False, decode: str = "pil",
+                    cache_size: int | None = None) -> dict:
     """Load (downloading if asked), verify and write one artifact that `load_prepared` reads; returns a summary.
 
     In-memory sets become a ``.pt`` of uint8/int64 tensors; folder sets a JSON manifest that pins the folder
-    (absolute path) and the digest of its file lists.
+    (absolute path) and the digest of its file lists (``decode: cache``: and its decoded-image caches).
     """
     check_dataset(name)
     out = Path(out_path)
     if name in ("imagenette", "imagenet"):
         folder = _folder_root(name, root, download)
         ds = _folder_dataset(name, folder, FOLDER_IMAGE_SIZE)
-        manifest = {"format": FORMAT, **_summary(ds), "root": str(folder),
-                    "train_files_digest": _files_digest(ds.train, folder),
-                    "test_files_digest": _files_digest(ds.test, folder)}
-        write_json(out, manifest)  # with its self-digest
+        write_json(out, _folder_manifest(ds, folder, out, decode, cache_size))  # with its self-digest
     else:
+        if decode != "pil":
+            raise ValueError(f"decode {decode!r} is only for image-folder datasets; {name!r} is held in memory")
         ds = load_dataset(name, root, download=download)
         payload = {"format": FORMAT, "name": name, "classes": ds.info.classes, "image_size": ds.info.image_size,
                    "augment": asdict(ds.info.augment), "x_train": ds.train.x, "y_train": ds.train.y,
@@ -359,6 +378,9 @@ def load_prepared(path) -> Dataset:
     if (_files_digest(ds.train, folder), _files_digest(ds.test, folder), ds.info.classes) != (
             manifest["train_files_digest"], manifest["test_files_digest"], manifest["classes"]):
         raise ValueError(f"{folder} changed since {path} was prepared; run prepare_dataset again")
+    if manifest.get("decode", "pil") == "cache":
+        ds.train, ds.test = decode_cache.open_dataset(ds.train, ds.test, folder, decode_cache.cache_dir_of(path),
+                                                      manifest["cache_size"], manifest["cache"])
     return ds
 
 

@@ -8,6 +8,7 @@ seed; `epoch_batches` is the training loop's view (ranks of a DDP group, resumin
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -133,14 +134,16 @@ class _ImageFiles(torch.utils.data.Dataset):
         path, label = self.samples[index]
         image = torchvision.datasets.folder.pil_loader(path)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed + index) % 2**63)
+            # the CPU generator only: torch.manual_seed also seeds every accelerator (lazily: ~1 ms an image)
+            torch.default_generator.manual_seed((self.seed + index) % 2**63)
             return self.transform(image), label
 
 
 def default_workers(limit: int = 16) -> int:
     """DataLoader workers of a process: the CPUs it may run on (SLURM's allocation, not the node's count) shared
     by the node's DDP ranks (torchrun's LOCAL_WORLD_SIZE), at most `limit` (benchmarks/results.md, "Input
-    pipeline": one worker decodes ~300 ImageNet-like JPEGs/s, a GPU needs up to ~19 of them)."""
+    pipeline": one worker decodes ~250 ImageNet-like JPEGs/s, a GPU needs up to ~22 of them; ~4 reading the
+    decoded-image cache, `decode_cache`)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -177,9 +180,8 @@ class FolderSplit:
 
     def take(self, idx: Tensor) -> FolderSplit:
         """The samples at positions `idx` of this split (their full-split positions kept in `index`)."""
-        split = FolderSplit([self.samples[i] for i in idx.tolist()], self.classes,
-                            self.image_size, num_workers=self.num_workers, augment=self.augment)
-        split.device, split.index = self.device, self.index[idx]
+        split = copy.copy(self)  # a subclass (`decode_cache.CacheSplit`) keeps its reader
+        split.samples, split.index = [self.samples[i] for i in idx.tolist()], self.index[idx]
         return split
 
     def transform(self, augment: bool) -> Callable:
@@ -190,6 +192,10 @@ class FolderSplit:
             steps = [T.Resize(round(self.image_size * 256 / 224)), T.CenterCrop(self.image_size)]
         return T.Compose([*steps, T.ToTensor()])
 
+    def dataset(self, augment: bool, seed: int) -> torch.utils.data.Dataset:
+        """The items of this split (x float in [0, 1] or uint8, label), each one's randomness from (seed, item)."""
+        return _ImageFiles(self.samples, self.transform(augment), seed)
+
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
                 device="cpu", progress: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
@@ -197,12 +203,17 @@ class FolderSplit:
         count = _num_batches(len(self), batch_size, drop_last)
         seed = int(torch.randint(2**62, (), generator=generator))
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(self.samples, self.transform(augment), seed),
-            batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
+            self.dataset(augment, seed), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+            num_workers=self.num_workers,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
         )
         for x, y in _progress(loader, count, progress):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            yield _to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+
+
+def _to_float(x: Tensor) -> Tensor:
+    """uint8 batches (a decoded-image cache's: 4x less to copy) become float in [0, 1] on their device."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 def image_part(split, part: str, dataset: str):
@@ -272,8 +283,8 @@ def epoch_batches(split, batch_size: int, generator: torch.Generator, *, rank: i
         return
     slices = [order[i * batch_size + lo:i * batch_size + hi].tolist() for i in range(start, count)]
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(split.samples, split.transform(True), seed), batch_sampler=slices,
+        split.dataset(True, seed), batch_sampler=slices,
         num_workers=split.num_workers, pin_memory=device.type == "cuda",
     )
     for i, (x, y) in zip(steps, loader):
-        yield i, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield i, _to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)

@@ -75,6 +75,16 @@ def dataset_config(config: dict, dataset: str) -> dict:
     return config["datasets"][dataset]
 
 
+def prepare_params(config: dict, dataset: str) -> dict:
+    """The dataset keys its prepare_data job depends on (its params: a change reruns it). `decode` and `cache_size`
+    only when the decoded-image cache is chosen, so that a `pil` dataset's params stay as they were before."""
+    cfg = dataset_config(config, dataset)
+    out = {k: cfg.get(k) for k in ("kind", "root", "image_size", "mean", "std")}
+    if cfg.get("decode", "pil") != "pil":
+        out.update(decode=cfg["decode"], cache_size=cfg.get("cache_size"))
+    return out
+
+
 def analysis(config: dict, name: str) -> dict | None:
     """An analysis's config section, or None when the config does not run it."""
     return (config.get("analyses") or {}).get(name)

@@ -32,6 +32,7 @@ RESULTS = "results"
 _NET = "{dataset}/{arch}/seed{seed}"
 PATTERNS = {
     "data": "results/data/{dataset}.{ext}",
+    "data_cache": "results/data/{dataset}.cache",  # a folder dataset's decoded-image cache (`core.decode_cache`)
     "pretrained": f"results/checkpoints/{_NET}/{{pretraining}}/pretrained.pt",
     "initial": f"results/checkpoints/{_NET}/{{pretraining}}/initial.pt",
     "group": f"results/checkpoints/{_NET}/{{pretraining}}_then_{{retraining}}/{{group}}",

@@ -17,6 +17,7 @@ from .vocabulary import (
     TEST_SIZES,
     DIRECTIONS,
     EMBEDDED_DATASETS,
+    FOLDER_DATASETS,
     LAYER_COUNTS,
     PRETRAINED,
     RECIPES,
@@ -268,6 +269,14 @@ def check_folder_datasets(config: dict) -> None:
                     _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for datasets of kind: folder"])
         else:
             register_folder_dataset(ds)
+        if not (ds in FOLDER_DATASETS or dcfg.get("kind") == "folder"):
+            for key, unset in (("decode", "pil"), ("cache_size", None)):
+                if dcfg.get(key, unset) != unset:
+                    _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for image-folder datasets (imagenette, "
+                                                                 "imagenet, kind: folder)"])
+        elif (dcfg.get("cache_size") or 1e9) < (dcfg.get("image_size") or 224):  # crops would be upsampled
+            _invalid(f"datasets.{ds}.cache_size", dcfg["cache_size"], [f"null or at least image_size "
+                                                                       f"({dcfg.get('image_size') or 224})"])
         size = test_size(ds, dcfg)
         for name in (None, "reinit", "features"):
             n = eval_settings(config, ds, name).get("n")
