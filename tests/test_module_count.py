@@ -119,12 +119,21 @@ def test_config_checks_and_plan_use_the_arch_module_count(four, tmp_path):
             r"not valid; valid choices: 4 characters of 0/1 \(four has 4 modules\)"),
            ("module_layers: [1, 2, 2, 1]}", "module_layers: [1, 2, 2, 1], cuts: [a, b]}", r"archs\.four\.cuts .*3 fx "
             "node names"),
-           ("module_layers: [1, 2, 2, 1]", "module_layers: [6]", "minItems|too short|2 or more")]
+           ("module_layers: [1, 2, 2, 1]", "module_layers: [6]", "minItems|too short|2 or more"),
+           ("figures:", "  features: {dataset: digits, arch: four, n_images: 4, vectors_per_image: 1, methods: [tsne]}\n"
+            "figures:", r"^config error: analyses\.features\.modules = 'm4' is not valid; valid choices: m0\.\.m3 \(four "
+            r"has 4 modules; the default m1\.\.m4 is the paper's six-module choice\)$")]
     for old, new, message in bad:
         folder = tmp_path / f"bad{bad.index((old, new, message))}"
         folder.mkdir()
+        assert old in FOUR_YAML
         with pytest.raises(ConfigError, match=message):
             validate.load(write_config(folder, FOUR_YAML.replace(old, new)), roots=False)
+    good = FOUR_YAML.replace("figures:", "  features: {dataset: digits, arch: four, modules: [m1, m2], n_images: 4, "
+                             "vectors_per_image: 1, methods: [tsne]}\nfigures:")
+    folder = tmp_path / "features"
+    folder.mkdir()
+    assert validate.load(write_config(folder, good), roots=False)["analyses"]["features"]["modules"] == ["m1", "m2"]
 
 
 def test_cell_units_and_redraw_of_a_four_module_net(four):

@@ -23,6 +23,7 @@ from .vocabulary import (
     ConfigError,
     known_archs,
     mask_modules,
+    module_names,
     num_modules,
     part_size,
     register_folder_dataset,
@@ -197,6 +198,13 @@ def _check_module_counts(config: dict) -> None:
                 for c in ([] if direction in own else config["cutoffs"][direction]):
                     if c > n:
                         _invalid(f"cutoffs.{direction}", c, [f"0..{n} ({arch} of datasets.{ds} has {n} modules{hint})"])
+    a = analysis(config, "features")
+    if a:
+        n = num_modules(a["arch"])
+        for m in conf.with_defaults(a, "analyses", "features")["modules"]:
+            if m not in module_names(n):
+                _invalid("analyses.features.modules", m, [f"m0..m{n - 1} ({a['arch']} has {n} modules; the default "
+                                                          "m1..m4 is the paper's six-module choice)"])
     a = analysis(config, "module_subsets")
     for mask in (a or {}).get("subsets") or []:
         n = num_modules(a["arch"])
