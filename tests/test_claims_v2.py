@@ -175,11 +175,13 @@ def test_c0_not_met_is_noted():
 # --------------------------------------------------------------------------- C7: re-initialisation
 
 
-def reinit(layer_acc, originals=((0.97, 0.0), (0.95, 0.6)), n=200, seeds=(0,)):
+def reinit(layer_acc, originals=((0.97, 0.0), (0.95, 0.6)), n=200, seeds=(0,), arch="resnet18", module_layers=None):
     """A reinit table: original nets `originals` (conventional, adversarial) and every layer's rewind
-    layer_acc(pretraining, module) -> (clean, robust), exact counts, robust correct only where clean is."""
+    layer_acc(pretraining, module) -> (clean, robust), exact counts, robust correct only where clean is; the
+    layers per module of `arch` (or `module_layers`)."""
     rng = np.random.default_rng(3)
-    modules = [m for m, count in zip(vocab.MODULE_NAMES, vocab.MODULE_LAYERS["resnet18"]) for _ in range(count)]
+    counts = module_layers or vocab.MODULE_LAYERS[arch]
+    modules = [m for m, count in zip(vocab.module_names(len(counts)), counts) for _ in range(count)]
     rows = []
     for seed in seeds:
         for pretraining, original in zip(vocab.PRETRAININGS, originals):
@@ -191,7 +193,7 @@ def reinit(layer_acc, originals=((0.97, 0.0), (0.95, 0.6)), n=200, seeds=(0,)):
                 c[order[:round(clean * n)]] = True
                 r = np.zeros(n, bool)
                 r[order[:round(robust * n)]] = True
-                rows.append({"dataset": "d", "arch": "resnet18", "seed": seed, "pretraining": pretraining,
+                rows.append({"dataset": "d", "arch": arch, "seed": seed, "pretraining": pretraining,
                              "layer_index": index, "layer": f"layer{index}", "module": module, "operation": operation,
                              "bn_policy": "reset", "attack": "PGD-10", "clean_acc": c.mean(), "robust_acc": r.mean(),
                              "test_index": list(range(n)), "clean_correct": c.tolist(), "robust_correct": r.tolist()})
@@ -426,3 +428,119 @@ def test_v1_unchanged():
                     assert g[key] == pytest.approx(value, abs=1e-12), (name, g, want)
                 else:
                     assert g[key] == value, (name, g, want)
+
+
+def test_v2_six_modules_unchanged():
+    """The claims v2 on six-module tables give exactly what they gave before the module rule for N modules
+    (tests/claims_v2_golden.json: the v2 code of 47fd254 on these tables)."""
+    golden = json.loads((Path(__file__).parent / "claims_v2_golden.json").read_text())
+    t = make_tables(paper_like, seeds=(0, 1))
+    t["reinit"] = reinit_table()
+    t["feature_divergence"] = divergence_table()
+    for name, tables in {"paper_like": t, "no_effect": make_tables(no_effect, n=120)}.items():
+        got = claims.check_claims(tables, rules="v2")[list(golden[name][0])].to_dict("records")
+        assert len(got) == len(golden[name])
+        for g, want in zip(got, golden[name]):
+            for key, value in want.items():
+                if value is None:
+                    assert isinstance(g[key], float) and math.isnan(g[key]), (name, g, want)
+                else:
+                    assert g[key] == value, (name, key, g, want)  # bit-identical, texts included
+
+
+# --------------------------------------------------------------------------- the modules of an N-module arch
+
+
+def test_module_rule_reduces_to_the_registered_modules():
+    assert {k: v for k, v in rules.module_groups(6).items()} == rules.PAPER_MODULES
+    assert rules.module_groups(4) == {"early": ("m0", "m1"), "late": ("m2", "m3"), "deep": ("m2",)}
+    assert rules.module_groups(3) == {"early": ("m0",), "late": ("m2",), "deep": ("m1",)}
+    assert rules.module_groups(9) == {"early": ("m0", "m1", "m2"), "late": ("m5", "m6", "m7", "m8"), "deep": ("m7",)}
+    for n in range(2, 13):
+        g = rules.module_groups(n)
+        assert g["early"] and g["late"] and not set(g["early"]) & set(g["late"]), n
+    for claim in rules.CLAIMS:
+        assert rules.claim_for(claim.id, 6) is claim and rules.claim_for(claim.id, None) is claim
+    assert rules.claim_for("C7c", 4).statistic == ("(mean rob drop, m0-m1 layers - mean rob drop, m2-m3 layers) / "
+                                                   "rob(original), adversarial net")
+    assert rules.claim_for("C7a", 9).statistic.startswith("mean over m0-m2 layers keeping clean >= 0.5")
+    assert rules.claim_for("C8b", 4).statistic == "AUROC(m2) - max AUROC(other modules), conventional net"
+    assert rules.claim_for("C8a", 9).statistic == "detector AUROC after m2, conventional net"
+    assert rules.claim_for("C6b", 9).statistic == rules.BY_ID["C6b"].statistic  # m1: the second early module
+    assert rules.claim_for("C7c", 4).threshold == rules.BY_ID["C7c"].threshold
+    assert rules.module_note(6) == "" and "4-module arch: early modules m0-m1, late m2-m3" in rules.module_note(4)
+
+
+def test_c7_on_a_four_module_arch():
+    """C7c compares the layers of m0-m1 with those of m2-m3 (the last half) on a four-module arch, not with m3
+    alone; the row says so. The arch's N comes from the vocabulary, or from the table's modules."""
+    def acc(pretraining, module):
+        if pretraining == CONV:
+            return (0.6, 0.2) if module in ("m0", "m1") else (0.6, 0.0)
+        return (0.5, 0.55) if module == "m3" else (0.5, 0.05)  # m2 costs as much as m0-m1: no contrast there
+
+    expected = (0.55 - (2 * 0.55 + 0.05) / 3) / 0.6  # m2's two layers and m3's one; the registered m3-m5: 0.83
+    vocab.register_module_layers("four", [1, 2, 2, 1])
+    for arch in ("four", "unregistered4"):
+        got = reinit_verdicts(reinit(acc, arch=arch, module_layers=[1, 2, 2, 1]))
+        c7c = got["C7c"]
+        assert c7c.arch == arch and c7c.value == pytest.approx(expected), c7c
+        assert c7c.verdict == "inconclusive"  # 0.28 on the bar 0.25; by the registered m3-m5 (m3 here): 0.83, holds
+        assert "m0-m1 layers - mean rob drop, m2-m3 layers" in c7c.statistic
+        assert "4-module arch: early modules m0-m1, late m2-m3" in c7c.note
+        assert got["C7a"].verdict == "holds" and "3 m0-m1 layers keep clean" in got["C7a"].note
+
+
+def divergence_n(conv, adv, arch="four", noise=0.01):
+    """A feature_divergence table with the AUROCs of modules m0.. of each net."""
+    rng = np.random.default_rng(2)
+    return pd.DataFrame([{"dataset": "d", "arch": arch, "seed": 0, "pretraining": p, "module": f"m{i}",
+                          "detector_auroc": a, "detector_auroc_boot": (a + rng.normal(0, noise, 1000)).clip(0, 1).tolist(),
+                          "n_test": 600}
+                         for p, aurocs in ((CONV, conv), (ADV, adv)) for i, a in enumerate(aurocs)])
+
+
+def test_c8_on_a_four_module_arch():
+    """C8a after m1 (the last early module), C8b after m2 (the last before the pooling head, m4 of six)."""
+    vocab.register_module_layers("four", [1, 2, 2, 1])
+    got = feature_verdicts(divergence_n(conv=(0.7, 0.9, 0.99, 0.8), adv=(0.6, 0.6, 0.6, 0.6)))
+    assert got["C8a"].value == pytest.approx(0.9) and got["C8a"].verdict == "holds"
+    assert got["C8b"].value == pytest.approx(0.99 - 0.9) and got["C8b"].verdict == "holds"
+    assert got["C8b"].statistic.startswith("AUROC(m2) - max AUROC") and "4-module arch" in got["C8b"].note
+    assert got["C8c"].verdict == "holds"
+    unknown = feature_verdicts(divergence_n(conv=(0.7, 0.9, 0.99, 0.8), adv=(0.6,) * 4, arch="unregistered4"))
+    assert unknown["C8a"].verdict == "not run" and "module count of unregistered4 is unknown" in unknown["C8b"].note
+    assert unknown["C8c"].verdict == "holds"
+
+
+def subset_setting(n_modules, arch):
+    """A v2 Setting and its module_subsets table: all 2^N subsets of an N-module arch; retraining m0 gives most
+    of G (0.6), m1 a little."""
+    from test_claims import outcomes_rows
+
+    from advlayers.report import claim_checks_v2 as v2
+    from advlayers.report.claim_checks import Outcomes
+
+    rng = np.random.default_rng(0)
+    masks = vocab.all_subsets(n_modules)[1:]
+    frames = [outcomes_rows(CONV, "pretrained", 0.97, 0.0, 200, 0, rng),
+              outcomes_rows(ADV, "pretrained", 0.96, 0.6, 200, 0, rng)]
+    frames += [outcomes_rows(CONV, "m" + m, 0.95, 0.5 * (m[0] == "1") + 0.05 * (m[1] == "1"), 200, 0, rng)
+               for m in masks]
+    subsets = pd.DataFrame([{"dataset": "d", "arch": arch, "pretraining": CONV, "subset": m, "cell": "m" + m}
+                            for m in masks])
+    return v2.Setting(Outcomes(pd.concat(frames, ignore_index=True)), ("d", arch, "", "PGD-10"), "unrecorded"), subsets
+
+
+def test_c6_on_three_and_four_module_archs():
+    from advlayers.report import claim_checks_v2 as v2
+
+    got = {r["claim"]: r for r in v2.subset_rows(*reversed(subset_setting(4, "unregistered4")))}
+    # medians over the 15 non-empty masks: with m0 (0.55 x 4, 0.5 x 4) 0.525, without (0.05 x 4, 0 x 3) 0.05;
+    # with m1 (0.55 x 4, 0.05 x 4) 0.3, without (0.5 x 4, 0 x 3) 0.5
+    assert got["C6a"]["verdict"] == "holds" and got["C6a"]["value"] == pytest.approx((0.525 - 0.05) / 0.6)
+    assert got["C6b"]["value"] == pytest.approx((0.3 - 0.5) / 0.6) and got["C6b"]["verdict"] == "fails"
+    assert "(m1 in S)" in got["C6b"]["statistic"] and "4-module arch" in got["C6b"]["note"]
+    got = {r["claim"]: r for r in v2.subset_rows(*reversed(subset_setting(3, "unregistered3")))}
+    assert got["C6a"]["verdict"] == "holds" and got["C6b"]["verdict"] == "not run"
+    assert "early modules of a 3-module arch are m0: no second one" in got["C6b"]["note"]

@@ -23,6 +23,7 @@ HOST_ONLY = {"snakemake-executor-plugin-slurm"}  # runs in the environment that 
 PINNED = ("torch", "torchvision", "pyautoattack")
 FLOORS = ("requests", "urllib3", "idna")  # constraints.txt's lower bounds: network libraries without old advisories
 FORMATTER = ("snakefmt", "black")  # pinned: the rule files' formatting (CI checks it) must not change by itself
+OPTIONAL = ("timm",)  # pinned optional extras (pyproject [project.optional-dependencies], not in the jobs' env)
 
 
 def pyproject():
@@ -73,7 +74,12 @@ def test_env_lists_every_dependency_with_the_pyproject_bounds():
 
 def test_constraints_pin_torch_torchvision_pyautoattack_and_floor_the_network_libraries():
     pins = constraints()
-    assert set(pins) == {*PINNED, *FLOORS, *FORMATTER}
+    assert set(pins) == {*PINNED, *FLOORS, *FORMATTER, *OPTIONAL}
+    extras = pyproject()["project"]["optional-dependencies"]
+    for name in OPTIONAL:  # an extra of its own name, whose bounds admit the pin; CI installs it
+        (pin,) = pins[name].specifier
+        assert pin.operator == "==" and requirements(extras[name])[name].specifier.contains(pin.version), name
+        assert re.search(rf'-e "\.\[[a-z,]*\b{name}\b[a-z,]*\]"', (REPO / ".ci" / "run").read_text()), name
     assert all(len(pins[n].specifier) == 1 and next(iter(pins[n].specifier)).operator == "==" for n in PINNED)
     assert all(len(pins[n].specifier) == 1 and next(iter(pins[n].specifier)).operator == "==" for n in FORMATTER)
     test_extra = requirements(pyproject()["project"]["optional-dependencies"]["test"])

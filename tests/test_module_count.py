@@ -114,17 +114,26 @@ def test_config_checks_and_plan_use_the_arch_module_count(four, tmp_path):
     kind, fields = layout.parse(layout.cell_path(s, "m1010", "m1010"))  # file names carry the 4-bit cell ids
     assert fields["cell"] == "m1010"
     bad = [("before: [1, 4]", "before: [1, 6]", r"cutoffs\.before = 6 is not valid; valid choices: 0\.\.4 \(four of "
-            r"datasets\.digits has 4 modules\)"),
+            r"datasets\.digits has 4 modules; or give four its own: archs\.four\.cutoffs\)"),
            ('subsets: ["1010", "0110"]', 'subsets: ["101000"]', r"analyses\.module_subsets\.subsets = '101000' is "
             r"not valid; valid choices: 4 characters of 0/1 \(four has 4 modules\)"),
            ("module_layers: [1, 2, 2, 1]}", "module_layers: [1, 2, 2, 1], cuts: [a, b]}", r"archs\.four\.cuts .*3 fx "
             "node names"),
-           ("module_layers: [1, 2, 2, 1]", "module_layers: [6]", "minItems|too short|2 or more")]
+           ("module_layers: [1, 2, 2, 1]", "module_layers: [6]", "minItems|too short|2 or more"),
+           ("figures:", "  features: {dataset: digits, arch: four, n_images: 4, vectors_per_image: 1, methods: [tsne]}\n"
+            "figures:", r"^config error: analyses\.features\.modules = 'm4' is not valid; valid choices: m0\.\.m3 \(four "
+            r"has 4 modules; the default m1\.\.m4 is the paper's six-module choice\)$")]
     for old, new, message in bad:
         folder = tmp_path / f"bad{bad.index((old, new, message))}"
         folder.mkdir()
+        assert old in FOUR_YAML
         with pytest.raises(ConfigError, match=message):
             validate.load(write_config(folder, FOUR_YAML.replace(old, new)), roots=False)
+    good = FOUR_YAML.replace("figures:", "  features: {dataset: digits, arch: four, modules: [m1, m2], n_images: 4, "
+                             "vectors_per_image: 1, methods: [tsne]}\nfigures:")
+    folder = tmp_path / "features"
+    folder.mkdir()
+    assert validate.load(write_config(folder, good), roots=False)["analyses"]["features"]["modules"] == ["m1", "m2"]
 
 
 def test_cell_units_and_redraw_of_a_four_module_net(four):
@@ -185,3 +194,88 @@ def test_four_module_arch_runs_all_figures(tmp_path):
     assert len(control) == 2 and control["cells"].astype(str).str.contains("m1111").all()
     assert (root / "results" / "figures" / "cutoff_digits.png").exists()
     assert list((root / "results" / "checkpoints").rglob("m1010*")) or list((root / "results").rglob("*m1010*"))
+
+
+MIXED_YAML = """seeds: [0]
+device: cpu
+archs:
+  four: {source: "fournets:build", module_layers: [1, 2, 2, 1], cutoffs: {before: [1, 2, 4], after: [1, 3]}}
+  six: {source: "fournets:build", module_layers: [1, 1, 1, 1, 1, 1]}
+datasets:
+  digits:
+    archs: [four, resnet18, six]
+    recipe: mnist5k-demo
+    recipe_overrides: {epochs: 1, train_subset: 128, batch_size: 64, precision: fp32}
+    eval: {n: 32, eps: 0.1, step_size: 0.04, steps: 2, restarts: 1, batch_size: 64}
+cutoffs:
+  before: [2, 6]
+  after: [5]
+figures:
+  fig2: digits
+resources:
+  threads: 1
+"""  # `six` only plans (its module_layers are not checked against a built net here)
+MIXED_CELLS = {"four": {("before", 1): "m1000", ("before", 2): "m1100", ("before", 4): "m1111",
+                        ("after", 1): "m0111", ("after", 3): "m0001"},
+               "resnet18": {("before", 2): "m110000", ("before", 6): "m111111", ("after", 5): "m000001"},
+               "six": {("before", 2): "m110000", ("before", 6): "m111111", ("after", 5): "m000001"}}
+
+
+def test_an_arch_sets_its_own_cutoffs(tmp_path):
+    """A config mixing a four-module arch (its own cut-offs, `archs.four.cutoffs`) with six-module ones (the
+    top-level list): each plans its own cells; a cut-off out of an arch's 0..N is a one-line error naming it."""
+    config = validate.load(write_config(tmp_path, MIXED_YAML), roots=False)
+    for arch, expected in MIXED_CELLS.items():
+        assert plan.cutoff_cells(config, arch) == expected
+    for arch in MIXED_CELLS:
+        s = Setting("digits", arch, 0, "adversarial")
+        assert set(plan.cells(config)[s]) == set(MIXED_CELLS[arch].values())
+    rows = plan.table_coordinates(config, "cutoff")
+    assert {(r["direction"], r["cutoff"]) for r in rows if r["arch"] == "four"} == {("none", None),
+                                                                                  *MIXED_CELLS["four"]}
+    # one direction of its own: the other stays the top-level list
+    half = MIXED_YAML.replace("cutoffs: {before: [1, 2, 4], after: [1, 3]}", "cutoffs: {after: [1, 3]}")
+    half = half.replace("before: [2, 6]", "before: [2, 4]")
+    folder = tmp_path / "half"
+    folder.mkdir()
+    config = validate.load(write_config(folder, half), roots=False)
+    assert plan.cutoff_cells(config, "four") == {("before", 2): "m1100", ("before", 4): "m1111",
+                                                 ("after", 1): "m0111", ("after", 3): "m0001"}
+    assert plan.cutoff_cells(config, "six")[("before", 4)] == "m111100"
+    bad = [("before: [1, 2, 4]", "before: [1, 5]",
+            r"^config error: archs\.four\.cutoffs\.before = 5 is not valid; valid choices: 0\.\.4 \(four has 4 "
+            r"modules\)$"),
+           ("cutoffs: {before: [1, 2, 4], after: [1, 3]}", "cutoffs: {}",
+            r"^config error: cutoffs\.before = 6 is not valid; valid choices: 0\.\.4 \(four of datasets\.digits has "
+            r"4 modules; or give four its own: archs\.four\.cutoffs\)$"),
+           ("cutoffs: {before: [1, 2, 4], after: [1, 3]}", "cutoffs: {after: [1, 3]}", r"cutoffs\.before = 6 .*0\.\.4"),
+           ("after: [1, 3]}", "after: []}", r"archs\.four\.cutoffs\.after.*(should be non-empty|too short)"),
+           ("after: [1, 3]}", "after: [1, 3], during: [2]}", r"archs\.four\.cutoffs.*during")]
+    for i, (old, new, message) in enumerate(bad):
+        folder = tmp_path / f"bad{i}"
+        folder.mkdir()
+        assert old in MIXED_YAML
+        with pytest.raises(ConfigError, match=message):
+            validate.load(write_config(folder, MIXED_YAML.replace(old, new)), roots=False)
+    # an arch no dataset lists: its own cut-offs are still checked
+    folder = tmp_path / "unlisted"
+    folder.mkdir()
+    text = MIXED_YAML.replace("archs: [four, resnet18, six]", "archs: [resnet18]").replace("before: [1, 2, 4]",
+                                                                                          "before: [7]")
+    with pytest.raises(ConfigError, match=r"archs\.four\.cutoffs\.before = 7 .*0\.\.4 \(four has 4 modules\)"):
+        validate.load(write_config(folder, text), roots=False)
+
+
+def test_a_dry_run_plans_each_archs_own_cutoffs(tmp_path):
+    """The workflow plans the retraining jobs of each arch's own cut-offs (`snakemake -n`, nothing runs)."""
+    from helpers import copy_repo, dry_run
+
+    root = copy_repo(tmp_path / "repo")
+    write_config(root, MIXED_YAML.replace("archs: [four, resnet18, six]", "archs: [four, resnet18]"))
+    jobs = dry_run(root, "fig2", "--configfile", "four.yaml")
+    retrained = {}
+    for p in jobs["retrain"]:
+        kind, fields = layout.parse(p)
+        if kind == "group":  # without grouping a group is its one cell
+            retrained.setdefault(fields["arch"], set()).add(fields["group"])
+    assert retrained == {arch: set(MIXED_CELLS[arch].values()) for arch in ("four", "resnet18")}

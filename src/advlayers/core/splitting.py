@@ -3,7 +3,7 @@
 An arch named in the config (`archs: {NAME: {source: ...}}`) is built by its source:
 
     torchvision:mobilenet_v3_small     a torchvision model function (weights=None, num_classes=...)
-    timm:resnet26d                     a timm model (optional extra: `pip install timm`)
+    timm:resnet26d                     a timm model (the optional extra `advlayers[timm]`; pretrained=False)
     mypackage.mynets:build             a function(num_classes=...) returning an nn.Module; the config's folder
                                        (or `archs.NAME.path`) is on sys.path while importing it
 
@@ -102,11 +102,7 @@ def build_plain(source: str, num_classes: int, path: str | None = None) -> nn.Mo
             raise ConfigError(f"source {source!r}: torchvision.models has no model {name!r}")
         return _call_builder(fn, source, num_classes)
     if kind == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise ConfigError(f"source {source!r} needs timm (pip install timm)") from None
-        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        return _build_timm(source, name, num_classes)
     if not name or not kind:
         raise ConfigError(f"source {source!r} is not valid; valid forms: torchvision:NAME, timm:NAME, package.module:function")
     added = path is not None and path not in sys.path
@@ -123,6 +119,20 @@ def build_plain(source: str, num_classes: int, path: str | None = None) -> nn.Mo
     if not callable(fn):
         raise ConfigError(f"source {source!r}: {kind} has no function {name!r}")
     return _call_builder(fn, source, num_classes)
+
+
+def _build_timm(source: str, name: str, num_classes: int) -> nn.Module:
+    """A timm model, freshly initialised (pretrained=False: nothing is downloaded)."""
+    from .._torchvision import torchvision  # noqa: F401 (timm imports torchvision: through the guard first)
+
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError(f"source {source!r} needs timm, the optional extra: pip install -c constraints.txt "
+                          "'advlayers[timm]'") from None
+    if not timm.is_model(name):
+        raise ConfigError(f"source {source!r}: timm has no model {name!r} (timm.list_models() lists them)")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- tracing and splitting

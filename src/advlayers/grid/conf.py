@@ -11,7 +11,7 @@ import copy
 import functools
 from pathlib import Path
 
-from .vocabulary import PRETRAININGS, ConfigError
+from .vocabulary import DIRECTIONS, PRETRAININGS, ConfigError
 
 SCHEMA = Path(__file__).with_name("config.schema.yaml")
 
@@ -93,6 +93,18 @@ def analysis(config: dict, name: str) -> dict | None:
 def analysis_pretrainings(config: dict, name: str) -> list[str]:
     cfg = analysis(config, name) or {}
     return list(cfg.get("pretrainings") or PRETRAININGS)
+
+
+def arch_cutoffs(config: dict, arch: str) -> dict[str, list[int]]:
+    """An arch's own cut-offs (config `archs.<arch>.cutoffs`): the directions it names; {} for none."""
+    own = ((config.get("archs") or {}).get(arch) or {}).get("cutoffs") or {}
+    return {d: list(own[d]) for d in DIRECTIONS if own.get(d)}
+
+
+def cutoffs(config: dict, arch: str) -> dict[str, list[int]]:
+    """Fig. 2-4's cut-offs of an arch per direction: `archs.<arch>.cutoffs.<direction>` where the arch sets it,
+    else the top-level `cutoffs.<direction>`."""
+    return {d: list(config["cutoffs"][d]) for d in DIRECTIONS} | arch_cutoffs(config, arch)
 
 
 def width(config: dict, dataset: str) -> float:

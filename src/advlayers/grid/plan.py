@@ -9,7 +9,6 @@ import zlib
 
 from . import conf, layout, sharding
 from .vocabulary import (
-    DIRECTIONS,
     LAYER_COUNTS,
     PRETRAINED,
     PRETRAININGS,
@@ -29,8 +28,8 @@ from .vocabulary import (
 
 def cutoff_cells(config: dict, arch: str) -> dict[tuple[str, int], str | None]:
     """Fig. 2-4: (direction, cut-off) -> cell (None = nothing retrained = the pretrained net)."""
-    n = num_modules(arch)  # cut-offs 0..N of the arch's own N modules
-    return {(d, c): cell_of_mask(cutoff_mask(c, d, n)) for d in DIRECTIONS for c in config["cutoffs"][d]}
+    n = num_modules(arch)  # cut-offs 0..N of the arch's own N modules (its own list: config archs.<arch>.cutoffs)
+    return {(d, c): cell_of_mask(cutoff_mask(c, d, n)) for d, cs in conf.cutoffs(config, arch).items() for c in cs}
 
 
 def layer_cutoff_cells(config: dict, arch: str) -> dict[int, str | None]:

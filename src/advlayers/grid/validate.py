@@ -24,6 +24,7 @@ from .vocabulary import (
     ConfigError,
     known_archs,
     mask_modules,
+    module_names,
     num_modules,
     part_size,
     register_folder_dataset,
@@ -149,7 +150,7 @@ def check(config: dict, root_exists=None) -> None:
     _check_evals(config)
     for direction in DIRECTIONS:
         if not config["cutoffs"].get(direction):
-            _invalid(f"cutoffs.{direction}", config["cutoffs"].get(direction), ["a non-empty list of cut-offs 0..6"])
+            _invalid(f"cutoffs.{direction}", config["cutoffs"].get(direction), ["a non-empty list of cut-offs 0..N"])
     for fig, ds in (config.get("figures") or {}).items():
         if ds not in config["datasets"]:
             _invalid(f"figures.{fig}", ds, list(config["datasets"]))
@@ -180,14 +181,31 @@ def check(config: dict, root_exists=None) -> None:
 
 
 def _check_module_counts(config: dict) -> None:
-    """Cut-offs and module subsets against each arch's own module count N (6 for the paper's archs)."""
+    """Cut-offs and module subsets against each arch's own module count N (6 for the paper's archs): an arch's
+    own cut-offs (`archs.<arch>.cutoffs`) whether or not a dataset lists it, the top-level ones for every arch of
+    every dataset that does not replace them."""
+    for arch in config.get("archs") or {}:
+        n = num_modules(arch)
+        for direction, cs in conf.arch_cutoffs(config, arch).items():
+            for c in cs:
+                if c > n:
+                    _invalid(f"archs.{arch}.cutoffs.{direction}", c, [f"0..{n} ({arch} has {n} modules)"])
     for ds, dcfg in config["datasets"].items():
         for arch in dcfg["archs"]:
             n = num_modules(arch)
+            own = conf.arch_cutoffs(config, arch)
+            hint = f"; or give {arch} its own: archs.{arch}.cutoffs" if arch in (config.get("archs") or {}) else ""
             for direction in DIRECTIONS:
-                for c in config["cutoffs"][direction]:
+                for c in ([] if direction in own else config["cutoffs"][direction]):
                     if c > n:
-                        _invalid(f"cutoffs.{direction}", c, [f"0..{n} ({arch} of datasets.{ds} has {n} modules)"])
+                        _invalid(f"cutoffs.{direction}", c, [f"0..{n} ({arch} of datasets.{ds} has {n} modules{hint})"])
+    a = analysis(config, "features")
+    if a:
+        n = num_modules(a["arch"])
+        for m in conf.with_defaults(a, "analyses", "features")["modules"]:
+            if m not in module_names(n):
+                _invalid("analyses.features.modules", m, [f"m0..m{n - 1} ({a['arch']} has {n} modules; the default "
+                                                          "m1..m4 is the paper's six-module choice)"])
     a = analysis(config, "module_subsets")
     for mask in (a or {}).get("subsets") or []:
         n = num_modules(a["arch"])

@@ -14,7 +14,7 @@ from ..grid.vocabulary import all_modules_cell, is_module_cell, known_archs
 from ..stats import bootstrap_replicates
 from .claim_checks import PRE, Outcomes, _gap
 from .claim_rules import N_BOOT, _ratio
-from .claim_rules_v2 import BY_ID, CONTROL_CELL, CONTROLS, Claim, row
+from .claim_rules_v2 import BY_ID, CONTROL_CELL, CONTROLS, Claim, claim_for, module_groups, module_note, row, span
 from .claim_verdicts import judge
 
 
@@ -140,24 +140,31 @@ def layer_rows(layer: pd.DataFrame | None, s: Setting) -> list[dict]:
 
 
 def subset_rows(subsets: pd.DataFrame | None, s: Setting) -> list[dict]:
-    """C6a, C6b (unchanged statistics: medians over the configured subsets)."""
+    """C6a, C6b (unchanged statistics: medians over the configured subsets) on the first and second early module
+    (m0, m1 of an arch with N >= 4 modules; `claim_rules_v2.module_groups`)."""
     if subsets is None:
         return [s.skip(BY_ID[c], "no module_subsets analysis") for c in ("C6a", "C6b")]
     coords = subsets[(subsets["dataset"] == s.labels[0]) & (subsets["arch"] == s.labels[1]) &
                      (subsets["pretraining"] == "conventional")].drop_duplicates("subset")
     masks = coords.set_index("subset")["cell"].to_dict()
+    n = len(next(iter(masks))) if masks else None  # a mask has one character per module
+    early = module_groups(n)["early"] if n else ("m0", "m1")
     rows = []
     for claim, module in (("C6a", 0), ("C6b", 1)):
+        if module >= len(early):
+            rows.append(s.skip(claim_for(claim, n), f"the early modules of a {n}-module arch are {span(early)}: no "
+                               "second one (docs/claims-v2.md)"))
+            continue
         inside = [m for m in masks if m[module] == "1"]
         outside = [m for m in masks if m[module] == "0"]
         if len(inside) < 2 or len(outside) < 2:
-            rows.append(s.skip(BY_ID[claim], f"needs >= 2 subsets with and without m{module}"))
+            rows.append(s.skip(claim_for(claim, n), f"needs >= 2 subsets with and without m{module}"))
             continue
         needed = {**PRE, **{f"s{m}": ("conventional", masks[m], "robust") for m in masks}}
 
         def median_gap(a, inside=inside, outside=outside):
             return _ratio(np.median([a[f"s{m}"] for m in inside]) - np.median([a[f"s{m}"] for m in outside]), _gap(a))
 
-        rows.append(s.test(BY_ID[claim], needed, median_gap,
-                           note=f"{len(inside)} subsets with m{module}, {len(outside)} without"))
+        note = "; ".join(filter(None, (f"{len(inside)} subsets with m{module}, {len(outside)} without", module_note(n))))
+        rows.append(s.test(claim_for(claim, n), needed, median_gap, note=note))
     return rows

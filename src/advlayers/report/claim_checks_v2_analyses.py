@@ -13,7 +13,7 @@ from ..grid import vocabulary as vocab
 from ..stats import bootstrap_replicates
 from .claim_checks import _reinit_arrays
 from .claim_rules import N_BOOT, _ratio
-from .claim_rules_v2 import BY_ID, CLEAN_KEPT, row
+from .claim_rules_v2 import BY_ID, CLEAN_KEPT, claim_for, module_count, module_groups, module_note, row, span
 from .claim_verdicts import judge
 
 C7, C8 = ("C7a", "C7b", "C7c", "C7d"), ("C8a", "C8b", "C8c")
@@ -57,16 +57,21 @@ def _reinit_policy(nets: dict, labels: tuple, common: dict) -> list[dict]:
         layers[p] = [(int(i), m) for i, m in rewound[["layer_index", "module"]].itertuples(index=False)]
     # layers whose rewind keeps the net working (clean >= 0.5), fixed from the point estimates
     kept = {p: [i for i, _ in layers[p] if arrays[f"{p}/{i}/clean"].mean() >= CLEAN_KEPT] for p in layers}
-    early_kept = [i for i, m in layers["conventional"] if m in ("m0", "m1") and i in kept["conventional"]]
-    early = [i for i, m in layers["adversarial"] if m in ("m0", "m1")]
-    late = [i for i, m in layers["adversarial"] if m in ("m3", "m4", "m5")]
+    # the early and late modules of the arch's N (m0-m1 and m3-m5 for six: claim_rules_v2.module_groups)
+    n = module_count(labels[1], [m for p in layers for _, m in layers[p]])
+    groups = module_groups(n)
+    early_kept = [i for i, m in layers["conventional"] if m in groups["early"] and i in kept["conventional"]]
+    early = [i for i, m in layers["adversarial"] if m in groups["early"]]
+    late = [i for i, m in layers["adversarial"] if m in groups["late"]]
     everything = [i for i, _ in layers["adversarial"]]
     pairs = [(p, i) for p in vocab.PRETRAININGS for i in kept[p]]
     n_images = next(iter(arrays.values())).shape[1]
 
     def run(claim, statistic, note=""):
         estimates, replicates = bootstrap_replicates(arrays, statistic, n_boot=N_BOOT, seed=0)
-        return row(BY_ID[claim], labels, judged=judge(BY_ID[claim], estimates, replicates),
+        if claim in ("C7a", "C7c"):
+            note = "; ".join(filter(None, (note, module_note(n))))
+        return row(claim_for(claim, n), labels, judged=judge(BY_ID[claim], estimates, replicates),
                    cells=["rewind, every layer", "original"], n_images=n_images, note=note, **common)
 
     def susc(a, p, i):
@@ -76,10 +81,10 @@ def _reinit_policy(nets: dict, labels: tuple, common: dict) -> list[dict]:
     if early_kept:
         rows.append(run("C7a", lambda a: np.mean([a[f"conventional/{i}/robust"] - a["conventional/-1/robust"]
                                                   for i in early_kept]),
-                        note=f"{len(early_kept)} m0-m1 layers keep clean >= {CLEAN_KEPT:g}"))
+                        note=f"{len(early_kept)} {span(groups['early'])} layers keep clean >= {CLEAN_KEPT:g}"))
     else:
-        rows.append(row(BY_ID["C7a"], labels, status="not run", note="no m0-m1 layer of the conventional net keeps "
-                        f"clean >= {CLEAN_KEPT:g} when rewound", **common))
+        rows.append(row(claim_for("C7a", n), labels, status="not run", note=f"no {span(groups['early'])} layer of "
+                        f"the conventional net keeps clean >= {CLEAN_KEPT:g} when rewound", **common))
     if pairs:
         rows.append(run("C7b", lambda a: [susc(a, p, i) - susc(a, p, -1) for p, i in pairs],
                         note=f"{len(pairs)} (net, layer) pairs keep clean >= {CLEAN_KEPT:g}"))
@@ -127,23 +132,38 @@ def _feature_setting(part: pd.DataFrame, labels: tuple) -> list[dict]:
     common = {"cells": [f"{p}/{m}" for p, m in sorted(boot)], "n_images": int(part["n_test"].iloc[0]),
               "seeds": seeds, "image_part": image_part(part)}
 
-    def test(claim, f):
+    def test(claim, f, note=""):
         estimates = np.atleast_1d(np.asarray(f(point), dtype=float))
         replicates = np.array([f({k: v[j] for k, v in resampled.items()}) for j in range(n_boot)], dtype=float)
-        return row(BY_ID[claim], labels, judged=judge(BY_ID[claim], estimates, replicates), **common)
+        return row(claim_for(claim, n), labels, judged=judge(BY_ID[claim], estimates, replicates), note=note,
+                   **common)
 
     def skip(claim, note):
-        return row(BY_ID[claim], labels, status="not run", note=note, image_part=common["image_part"], seeds=seeds)
+        return row(claim_for(claim, n), labels, status="not run", note=note, image_part=common["image_part"],
+                   seeds=seeds)
 
-    rows = [test("C8a", lambda a: a[("conventional", "m1")]) if ("conventional", "m1") in boot
-            else skip("C8a", "module m1 not sampled")]
-    if ("conventional", "m4") in boot and len(modules) > 1:
-        rows.append(test("C8b", lambda a: a[("conventional", "m4")] - max(a[("conventional", m)] for m in modules
-                                                                          if m != "m4")))
-    else:
-        rows.append(skip("C8b", "needs m4 and another module"))
+    n = module_count(labels[1])
+    rows = _c8a_c8b(n, labels[1], boot, modules, test, skip)
     if all(("adversarial", m) in boot and ("conventional", m) in boot for m in modules):
         rows.append(test("C8c", lambda a: [a[("adversarial", m)] - a[("conventional", m)] for m in modules]))
     else:
         rows.append(skip("C8c", "needs both nets"))
+    return rows
+
+
+def _c8a_c8b(n: int | None, arch: str, boot: dict, modules: list, test, skip) -> list[dict]:
+    """C8a after the last early module, C8b after the deep one (m1, m4 of six modules:
+    `claim_rules_v2.module_groups`); not run when the arch's module count is unknown."""
+    if n is None:
+        return [skip(c, f"the module count of {arch} is unknown (its config's archs section is not loaded)")
+                for c in ("C8a", "C8b")]
+    first, deep = module_groups(n)["early"][-1], module_groups(n)["deep"][0]
+    note = module_note(n)
+    rows = [test("C8a", lambda a: a[("conventional", first)], note) if ("conventional", first) in boot
+            else skip("C8a", f"module {first} not sampled")]
+    if ("conventional", deep) in boot and len(modules) > 1:
+        rows.append(test("C8b", lambda a: a[("conventional", deep)] - max(a[("conventional", m)] for m in modules
+                                                                          if m != deep), note))
+    else:
+        rows.append(skip("C8b", f"needs {deep} and another module"))
     return rows

@@ -10,8 +10,11 @@ correction gives the family-wise column. Verdicts, p-values and Holm: `report.cl
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
+from ..grid.vocabulary import NUM_MODULES, known_archs, module_names, num_modules
 from .claim_rules import CLAIMS as V1_CLAIMS
 from .claim_rules import FAR, MARGINAL, MOST, SEPARABLE, SMALL, Claim  # noqa: F401 (the same words as v1)
 
@@ -85,6 +88,62 @@ CONTROL_CELL = "m111111"  # cut-off 'before 6' of a six-module net; an N-module 
 NEEDS_CONTROL = {**{c: "A" for c in ("C1a", "C1b", "C2", "C5a", "C5b", "C6a", "C6b")},
                  **{c: "B" for c in ("C3a", "C3b", "C4")}}
 OVER_G = ("C1a", "C1b", "C2", "C3a", "C4", "C5b", "C6a", "C6b", "A", "B")  # statistics divided by G
+
+
+# --------------------------------------------------------------------------- the modules the claims name
+# Registered for the paper's six modules (m0-m1, m3-m5, m4); for an arch of N modules the claims name the modules
+# this rule gives, which is exactly the registered one for N = 6 (docs/claims-v2.md, "Changes after v2 results
+# were seen"): early = the first ceil(N/3) modules, late = the last floor(N/2), deep = m(N-2), the last module
+# before the pooling head. C6a/C6b: the first/second early module (C6b not run with one early module); C7a and
+# C7c: the layers of the early (and late) modules; C8a: after the last early module; C8b: after the deep one.
+PAPER_MODULES = {"early": ("m0", "m1"), "late": ("m3", "m4", "m5"), "deep": ("m4",)}
+
+
+def module_groups(n: int) -> dict[str, tuple[str, ...]]:
+    """{early, late, deep}: the modules the claims name, for an arch of `n` modules (PAPER_MODULES for 6)."""
+    names = module_names(n)
+    return {"early": names[:-(-n // 3)], "late": names[n - n // 2:], "deep": (names[max(n - 2, 0)],)}
+
+
+def span(modules) -> str:
+    """'m0-m1' for (m0, m1), 'm0' for (m0,)."""
+    return modules[0] if len(modules) == 1 else f"{modules[0]}-{modules[-1]}"
+
+
+def module_count(arch: str, modules=()) -> int | None:
+    """N of `arch`: the vocabulary's (a paper arch or a registered config arch), else one more than the largest
+    module index among `modules` (the module names a table holds: every layer's), else None (unknown)."""
+    if arch in known_archs():
+        return num_modules(arch)
+    found = [int(m[1:]) for m in modules if isinstance(m, str) and re.fullmatch(r"m\d+", m)]
+    return max(found) + 1 if found else None
+
+
+def claim_for(claim_id: str, n: int | None) -> Claim:
+    """The claim `claim_id` whose statistic names the modules of an `n`-module arch (the registered claim for
+    n = 6 or unknown)."""
+    claim = BY_ID[claim_id]
+    if n is None or n == NUM_MODULES:
+        return claim
+    paper = {k: span(v) for k, v in PAPER_MODULES.items()}
+    own = {k: span(v) for k, v in module_groups(n).items()}
+    words = {"C7a": {paper["early"]: own["early"]},
+             "C7c": {paper["early"]: own["early"], paper["late"]: own["late"]},
+             "C8a": {"m1": module_groups(n)["early"][-1]}, "C8b": {"m4": own["deep"]}}.get(claim_id, {})
+    if claim_id == "C6b" and len(module_groups(n)["early"]) > 1:
+        words = {"m1": module_groups(n)["early"][1]}
+    statistic = re.sub(r"m\d+(?:-m\d+)?", lambda m: words.get(m.group(0), m.group(0)), claim.statistic)
+    return dataclasses.replace(claim, statistic=statistic)
+
+
+def module_note(n: int | None) -> str:
+    """The note of a row whose modules follow the rule for an arch of other than six modules ('' for six)."""
+    if n is None or n == NUM_MODULES:
+        return ""
+    g = {k: span(v) for k, v in module_groups(n).items()}
+    return (f"{n}-module arch: early modules {g['early']}, late {g['late']}, deep {g['deep']} (the claims' module "
+            "rule, docs/claims-v2.md)")
+
 
 EXTRA_COLUMNS = ("rules_version", "registration", "image_part", "seeds", "control", "control_value",
                  "verdict_unadjusted", "p_value", "holds_familywise")
