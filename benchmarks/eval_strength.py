@@ -23,10 +23,11 @@ adversarial (1) pretrained net of its seed: the quantity the claims C1a-C4 and t
 thresholds; `shift` is how much the ensemble moves it. The attack is strong enough when the ensemble takes at
 most ~1-2 points of robust accuracy off every key cell and moves no fraction of G across a threshold.
 
-`--beyond apgd-t,square` (AutoAttack's other attacks, Croce & Hein's reference code) goes one step further: after
-the config's own evaluation attack (the demo's `eval.attack: apgd`), those attacks run on the images it left
-unbroken, and the table shows how much robust accuracy and fraction of G they still take: the check that a
-stronger attack changes no conclusion of the chosen evaluation.
+`--beyond apgd-t,square` (AutoAttack's other attacks, Croce & Hein's reference code) goes one step further: on the
+images the run's own evaluation attack (the demo's `eval.attack: apgd`) left unbroken, read from the run's
+outcomes table (what its verdicts used; nothing recomputed), those attacks run, and the table shows how much
+robust accuracy and fraction of G they still take: the check that a stronger attack changes no conclusion of the
+chosen evaluation.
 
 Tuning images are for choosing the attack; the confirmation comparison is run once, on the final commit's demo run,
 for docs/results.md. Raw rows: benchmarks/_work/eval_strength_<images>.json (git-ignored).
@@ -68,27 +69,46 @@ def robust_under_ensemble(model, part, settings: dict, attack) -> dict:
     return {**record["robust_acc_after"], "clean": record["clean_acc"], "seconds": record["seconds"]}
 
 
-def beyond_config_attack(model, part, config: dict, dataset: str, settings: dict, extra: list[str]):
-    """The config's own evaluation attack (as the evaluate job runs it), then AutoAttack's `extra` attacks
-    (reference code, custom version, in that order) on the images it left unbroken. Returns ({stage: robust
-    accuracy after it and every stage before}, "clean", "seconds"}, stage names)."""
+def run_outcomes(workdir) -> "pd.DataFrame":
+    """The run's per-sample outcomes table (results/tables/outcomes.parquet: what its verdicts used), self-digest
+    and inputs checked as every consumer checks them (paths it records are relative to the run's folder)."""
+    import contextlib
+
+    from advlayers.grid import layout
+    from advlayers.io import read_table
+
+    path = Path(workdir) / layout.table_path("outcomes")
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: --beyond reads the run's outcomes; run all_figures first")
+    with contextlib.chdir(workdir):
+        return read_table(layout.table_path("outcomes"))
+
+
+def beyond_config_attack(model, part, identity: dict, cell: str, outcomes, eps: float, seed: int,
+                         extra: list[str]):
+    """AutoAttack's `extra` attacks (reference code, custom version, in that order) on the images the run's own
+    evaluation attack left unbroken, read from its outcomes (`run_outcomes`: exactly what the verdicts used, not
+    a recomputation). Returns ({stage: robust accuracy after it and every stage before, "clean", "seconds"},
+    stage names)."""
     import time
 
     import torch
 
     from advlayers.core.autoattack import AutoAttackSpec
-    from advlayers.core.evaluation import attack_from_settings, evaluate
-    from advlayers.grid import conf
 
-    own = {**conf.eval_settings(config, dataset), "images": settings["images"]}
-    record = evaluate(model, part, attack_from_settings(own), n=own["n"], seed=own["seed"],
-                      batch_size=own["batch_size"], progress=False, outcomes=True)
     t0 = time.perf_counter()
-    robust = torch.from_numpy(record["outcomes"]["robust_correct"])
-    index = torch.from_numpy(record["outcomes"]["test_index"])
-    result = {record["attack"]: record["robust_acc"], "clean": record["clean_acc"]}
-    names, n = [record["attack"]], len(robust)
-    spec = AutoAttackSpec(own["eps"], version="custom", attacks=tuple(extra), seed=own["seed"])
+    mine = outcomes
+    for key, value in {**identity, "cell": cell}.items():
+        mine = mine[mine[key] == value]
+    if mine.empty or mine["attack"].nunique() != 1:
+        raise SystemExit(f"the run's outcomes have {mine['attack'].nunique()} evaluation attacks for "
+                         f"{identity} {cell} (need exactly one)")
+    robust = torch.from_numpy(mine["robust_correct"].to_numpy(bool))
+    index = torch.from_numpy(mine["test_index"].to_numpy("int64"))
+    own, n = str(mine["attack"].iloc[0]), len(robust)
+    result = {own: int(robust.sum()) / n, "clean": float(mine["clean_correct"].mean())}
+    names = [own]
+    spec = AutoAttackSpec(eps, version="custom", attacks=tuple(extra), seed=seed)
     survivors = index[robust]
     if len(survivors):
         position = {int(i): k for k, i in enumerate(part.index.tolist())} if getattr(part, "index", None) is not None \
@@ -101,7 +121,7 @@ def beyond_config_attack(model, part, config: dict, dataset: str, settings: dict
     for a in extra:
         names.append(f"AutoAttack {a}")
         result[names[-1]] = int(after[a].sum()) / n
-    result["seconds"] = record["seconds"] + time.perf_counter() - t0
+    result["seconds"] = time.perf_counter() - t0
     return result, names
 
 
@@ -112,6 +132,7 @@ def measure(args) -> list[dict]:
     from advlayers.jobs.evaluate import eval_images
 
     config = validate.load(args.configfile, roots=False)
+    outcomes = run_outcomes(args.workdir) if args.beyond else None
     rows = []
     for setting, cells in plan.cells(config).items():
         if args.seeds is not None and setting.seed not in args.seeds:
@@ -126,8 +147,8 @@ def measure(args) -> list[dict]:
             path = Path(args.workdir) / plan.net_path(config, setting, cell)
             model, _ = load_checkpoint(path, expect={**setting.identity(), "cell": cell})
             if args.beyond:
-                result, names = beyond_config_attack(model.eval(), part, config, setting.dataset, settings,
-                                                     args.beyond)
+                result, names = beyond_config_attack(model.eval(), part, setting.identity(), cell, outcomes,
+                                                     settings["eps"], settings["seed"], args.beyond)
             else:
                 result = robust_under_ensemble(model.eval(), part, settings, attack)
                 names = [a.name for a in attack.stages]
