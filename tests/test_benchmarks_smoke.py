@@ -230,3 +230,32 @@ def test_digest_cost_benchmark_counts_the_paper_outcome_rows():
     assert all(number(r["CPU s"]) >= 0 for r in steps.values())
     assert "write: with/without digest = " in proc.stdout and "read: with/without digest = " in proc.stdout
     assert TEST_SIZES["imagenet"] == 50000
+
+
+def test_ablation_eps_figure_from_two_runs(tmp_path):
+    """benchmarks/ablation_eps.py reads each run's claims table through the checked reader and puts both radii side
+    by side: verdicts and intervals in the markdown table, a figure file; a corrupted claims table is refused."""
+    from advlayers.io import write_parquet
+
+    def run(folder, value, verdict):
+        rows = [{"claim": c, "statistic": "s", "value": value, "ci_lo": value - 0.05, "ci_hi": value + 0.05,
+                 "threshold": 0.25, "verdict": verdict, "verdict_unadjusted": "holds"} for c in ("A", "C2", "C5a")]
+        path = tmp_path / folder / "results" / "tables" / "claims.parquet"
+        path.parent.mkdir(parents=True)
+        write_parquet(path, rows, metadata={"inputs": {}})
+        return path
+
+    run("eps0.15", 0.08, "confounded")
+    bad = run("eps0.1", 0.12, "holds")
+    out = tmp_path / "ablation.png"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "ablation_eps.py"), "--run", f"0.15={tmp_path / 'eps0.15'}",
+           "--run", f"0.1={tmp_path / 'eps0.1'}", "--out", str(out), "--markdown"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| C2 | 0.12 [0.07, 0.17] holds | 0.08 [0.03, 0.13] confounded (holds) |" in done.stdout
+    assert out.stat().st_size > 10_000
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "claims.parquet" in done.stderr
