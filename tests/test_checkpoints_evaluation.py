@@ -242,3 +242,11 @@ def test_channels_last_evaluation_is_the_same_evaluation(trained_digits_model, d
     assert conv.weight.is_contiguous(memory_format=torch.channels_last), "the model was evaluated in channels_last"
     assert (plain["outcomes"]["clean_correct"] == fast["outcomes"]["clean_correct"]).all()
     assert (plain["outcomes"]["robust_correct"] != fast["outcomes"]["robust_correct"]).sum() <= 1
+    # the APGD stages (reference code, which views gradients as (n, -1)) run on channels_last models too
+    from advlayers.core.evaluation import attack_from_settings
+
+    apgd = attack_from_settings({"attack": "apgd", "eps": 0.05, "step_size": 0.0125, "steps": 2, "apgd_steps": 3})
+    plain = evaluate(copy.deepcopy(trained_digits_model), digits.test, apgd, n=40, seed=1, progress=False)
+    fast = evaluate(copy.deepcopy(trained_digits_model), digits.test, apgd, n=40, seed=1, progress=False,
+                    channels_last=True)
+    assert fast["channels_last"] and abs(fast["robust_acc"] - plain["robust_acc"]) <= 1 / 40

@@ -123,7 +123,9 @@ def _run(model, x, y, attacks: tuple, perturb, fold_bn: bool):
             idx = robust.nonzero().squeeze(1)
             if idx.numel():
                 with torch.random.fork_rng(devices=_rng_devices(x)):
-                    x_adv = perturb(net, name, x[idx], y[idx], logits.shape[1]).detach()
+                    # the reference code views its gradients as (n, -1): contiguous images, whatever layout the
+                    # evaluation runs the model in (eval.channels_last)
+                    x_adv = perturb(net, name, x[idx].contiguous(), y[idx], logits.shape[1]).detach()
                 with torch.no_grad():
                     robust[idx] = model(x_adv).argmax(1) == y[idx]
             after[name] = robust.clone()
