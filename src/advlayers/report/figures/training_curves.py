@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .style import (
     COLUMN_WIDTH,
@@ -33,24 +35,19 @@ def _cell_colors(cells: list[str]) -> dict[str, tuple]:
     return {c: cmap(0.9 * i / n) for i, c in enumerate(cells)}
 
 
-def curve_lines(sub: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
-    """{cell: its curve}: per epoch the mean of `metric` over seeds (`mean`) and the seeds (`n_seeds`); only
-    epochs some seed recorded (no line crosses an epoch that none ran)."""
-    out = {}
-    for cell, part in sub.groupby("cell", sort=False):
-        out[cell] = (part.groupby("epoch", as_index=False)
-                     .agg(mean=(metric, "mean"), n_seeds=("seed", "nunique")).sort_values("epoch"))
-    return out
-
-
 def _draw_panel(ax, sub: pd.DataFrame, metric: str, colors: dict) -> None:
-    for cell, line in curve_lines(sub, metric).items():
-        color, lw = ("black", 1.4) if cell == PRETRAINED else (colors[cell], 0.9)
-        if sub["seed"].nunique() > 1:
-            for _, seed in sub[sub["cell"] == cell].groupby("seed"):
-                ax.plot(seed["epoch"], seed[metric], color=color, lw=0.5, alpha=SEED_ALPHA * 0.6, zorder=1)
-        ax.plot(line["epoch"], line["mean"], color=color, lw=lw, marker="o", ms=2.2, zorder=3 if cell == PRETRAINED
-                else 2)
+    """seaborn.lineplot per cell: the mean over seeds at each recorded epoch (markers), each seed a faint line;
+    epochs run 1, 2, ... without gaps (`report.training_curves.history_rows`), so a line joins only measured
+    neighbours."""
+    sub = sub.assign(_pretrained=sub["cell"] == PRETRAINED)
+    common = dict(data=sub, x="epoch", y=metric, hue="cell", palette={**colors, PRETRAINED: "black"}, legend=False,
+                  ax=ax)
+    if sub["seed"].nunique() > 1:
+        sns.lineplot(**common, units="seed", estimator=None, lw=0.5, alpha=SEED_ALPHA * 0.6, zorder=1)
+    sns.lineplot(**common, errorbar=None, size="_pretrained", sizes={True: 1.4, False: 0.9}, marker="o", ms=2.2,
+                 mec="none", zorder=2)
+    ax.set(xlabel="", ylabel="")  # the figure labels the outer axes only
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="y")
     if metric == "train_acc":
         ax.set_ylim(-0.02, 1.02)
