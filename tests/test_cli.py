@@ -260,3 +260,29 @@ def test_pretrain_preempted_returns_128_plus_signal(pretrained, tmp_path, capsys
     assert proc.stderr.strip().splitlines() == [f"advlayers pretrain: preempted by signal {int(signal.SIGTERM)} at epoch 1, "
                                                 f"batch 1; state saved to {tmp_path / 's.pt'}"]
     assert (tmp_path / "init.pt").exists() and not out.exists()
+
+
+def test_pretrain_eval_each_epoch_from_the_command_line(pretrained, tmp_path, capsys, monkeypatch):
+    """`--eval-each-epoch JSON` (what the workflow passes, also through torchrun): the checkpoint's history has the
+    held-out fields; not a JSON object is a one-line error; the torchrun command carries the settings."""
+    import json
+
+    from advlayers.core.checkpoints import read_checkpoint
+    from advlayers.jobs import pretrain
+
+    data = pretrained[0]
+    settings = {"attack": "pgd", "images": "tuning", "n": 16, "eps": 0.1, "step_size": 0.04, "steps": 2,
+                "restarts": 1, "seed": 0, "batch_size": 16}
+    common = ["pretrain", "--data", data, "--arch", "resnet18", "--pretraining", "conventional", "--recipe",
+              "mnist5k-demo", *TINY, "--state", tmp_path / "s", "--out", tmp_path / "o.pt", "--initial",
+              tmp_path / "i.pt", "--device", "cpu"]
+    assert_one_line_error(in_process(capsys, *common, "--eval-each-epoch", "[1]"), "JSON object")
+    assert in_process(capsys, *common, "--eval-each-epoch", json.dumps(settings)).returncode == 0
+    meta = read_checkpoint(tmp_path / "o.pt")["meta"]
+    assert meta["eval_each_epoch"] == settings
+    assert meta["history"][0]["heldout_n"] == 16 and meta["history"][0]["heldout_attack"] == "PGD-2"
+    commands = []
+    monkeypatch.setattr("subprocess.run", lambda command, **kw: commands.append(command) or
+                        subprocess.CompletedProcess(command, 0))
+    pretrain.run(gpus=2, logfile="log", data="d", overrides={"epochs": 1}, epoch_eval=settings)
+    assert f"--eval-each-epoch={json.dumps(settings)}" in commands[0] and "--override=epochs=1" in commands[0]

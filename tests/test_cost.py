@@ -59,6 +59,21 @@ def test_adversarial_and_eval_multipliers():
     assert "retrain" not in rules and rules.count("evaluate") == rules.count("pretrain") > 0
 
 
+def test_eval_each_epoch_adds_one_held_out_evaluation_per_epoch_to_training_jobs_only():
+    base = _paper()
+    on = copy.deepcopy(base)
+    on["datasets"]["cifar10"]["eval_each_epoch"] = {"n": 256}
+    before, after = ({(j.rule, j.dataset, j.arch, j.name): j.seconds for j in cost.jobs(c)} for c in (base, on))
+    rate = cost.throughput(cost.load_throughput(), "cifar10", "resnet18") / on["datasets"]["cifar10"].get("width", 1.0) ** 2
+    ev = on["datasets"]["cifar10"]["eval"]
+    one = 256 * cost.eval_units(ev["steps"], 1) / rate  # PGD with eval's steps, one restart
+    epochs = cost.get_recipe("cifar10", **on["datasets"]["cifar10"].get("recipe_overrides", {})).epochs
+    changed = {k for k in before if after[k] != pytest.approx(before[k])}
+    assert changed and {k[0] for k in changed} <= set(cost.RESUMABLE) and {k[1] for k in changed} == {"cifar10"}
+    pretrain = next(k for k in changed if k[0] == "pretrain" and k[2] == "resnet18")
+    assert after[pretrain] - before[pretrain] == pytest.approx(epochs * one)
+
+
 def test_adversarial_pretraining_is_priced_without_clean_samples():
     """Madry: adversarial pretraining trains on the adversarial examples only; retraining adds the clean ones
     (paper §3.2). CIFAR-10's PGD-7: pretraining costs 7 + 1 clean epochs per epoch, retraining 7 + 2."""

@@ -20,7 +20,7 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 ENV = REPO / "workflow" / "envs" / "advlayers.yaml"
 HOST_ONLY = {"snakemake-executor-plugin-slurm"}  # runs in the environment that submits the jobs, not in jobs
-PINNED = ("torch", "torchvision", "pyautoattack")
+PINNED = ("torch", "torchvision", "pyautoattack", "seaborn")  # seaborn: the figures as tested
 FLOORS = ("requests", "urllib3", "idna")  # constraints.txt's lower bounds: network libraries without old advisories
 FORMATTER = ("snakefmt", "black")  # pinned: the rule files' formatting (CI checks it) must not change by itself
 OPTIONAL = ("timm",)  # pinned optional extras (pyproject [project.optional-dependencies], not in the jobs' env)

@@ -602,3 +602,23 @@ def test_divergence_stars_are_holm_corrected():
         assert sum(t.get_text() == "*" for t in fig.axes[0].texts) == stars, p
         assert any("Holm" in t.get_text() for t in fig.legends[0].get_texts())
         matplotlib.pyplot.close(fig)
+
+
+def test_features_densities_are_filled_regions_green_clean_red_adversarial(drawn):
+    """Fig. 8 as in the paper: per condition filled density regions (seaborn.kdeplot, 4 iso-proportion levels)
+    in green (clean) or red (adversarial), with solid vs dashed edges in the condition's colour."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.contour import ContourSet
+
+    from advlayers.report.figures.features import DENSITY
+
+    for ax in drawn["features"].axes:
+        sets = [c for c in ax.collections if isinstance(c, ContourSet)]
+        filled = [c for c in sets if c.filled]
+        edges = [c for c in sets if not c.filled]
+        assert len(filled) == len(edges) == 2 and all(len(c.levels) == 5 for c in sets)
+        (r0, g0, _), (r1, g1, _) = (c.get_facecolor()[-1][:3] for c in filled)  # the densest region of each
+        assert g0 > r0 and r1 > g1, "clean green, adversarial red"
+        for c, (color, ls) in zip(edges, DENSITY.values()):
+            assert tuple(c.get_edgecolor()[0][:3]) == pytest.approx(to_rgb(color))
+            assert (c.get_linestyle()[0][1] is None) == (ls == "-")  # dashed edges: a dash pattern

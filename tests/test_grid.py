@@ -319,3 +319,34 @@ def test_analysis_eval_overrides_only_what_it_names():
         assert {k: v for k, v in got.items() if k != "n"} == {**{k: v for k, v in ds.items() if k != "n"},
                                                               "seed": 3, "restarts": 2}
         assert got["attack"] == ds["attack"] == "apgd"
+
+
+def test_eval_each_epoch_is_off_by_default_and_reads_the_dataset_eval():
+    """Off in the schema (the demo's training jobs keep their params: nothing reruns); on, PGD with the dataset's
+    eval eps / step_size / steps on n tuning images, inside the training jobs' recipe param; a bad n or a
+    missing step size is a config error naming the key."""
+    config = validate.load(REPO / "config" / "config.yaml", roots=False)
+    assert conf.default("datasets", "*", "eval_each_epoch") is None
+    assert conf.epoch_eval_settings(config, "mnist5k") is None
+    assert set(conf.recipe_params(config, "mnist5k")) == set(conf.recipe_params(config, "mnist5k", True)) == \
+        {"name", "overrides"}
+    config["datasets"]["mnist5k"]["eval_each_epoch"] = {}
+    validate.check(config)
+    got = conf.epoch_eval_settings(config, "mnist5k")
+    assert got == {"attack": "pgd", "images": "tuning", "n": 256, "eps": 0.15, "step_size": 0.0375, "steps": 10,
+                   "restarts": 1, "seed": 0, "batch_size": 256}
+    assert conf.recipe_params(config, "mnist5k")["epoch_eval"] == conf.recipe_params(config, "mnist5k", True)[
+        "epoch_eval"] == got
+    config["datasets"]["mnist5k"]["eval_each_epoch"] = {"n": 501, "steps": 3}
+    assert conf.epoch_eval_settings(config, "mnist5k")["steps"] == 3
+    with pytest.raises(vocab.ConfigError, match=r"eval_each_epoch .*: n = 501 test images, but the tuning part .* 500"):
+        validate.check(config)
+    config["datasets"]["mnist5k"]["eval_each_epoch"] = {"n": 64}
+    del config["datasets"]["mnist5k"]["eval"]["step_size"]
+    config["datasets"]["mnist5k"]["eval"]["attack"] = "autoattack"
+    with pytest.raises(vocab.ConfigError, match="eval_each_epoch .* needs datasets.mnist5k.eval.step_size"):
+        validate.check(config)
+    with pytest.raises(vocab.ConfigError, match="eval_each_epoch"):
+        validate.apply_schema({"datasets": {"digits": {"archs": ["resnet18"], "recipe": "cifar10", "eval": {"eps": 0.1},
+                                                       "eval_each_epoch": {"n": 0}}},
+                               "cutoffs": {"before": [1], "after": [1]}})

@@ -373,3 +373,62 @@ def test_state_resumes_across_compile_flag(digits, tmp_path):
     resumed = train(small_net(), digits.train, get_recipe("mnist5k-demo", **{**recipe.as_dict(), "compile": True}),
                     mode="conventional", seed=0, state_path=state, progress=False)
     assert resumed.resumed_from_epoch == 1
+
+
+HELDOUT = {"attack": "pgd", "images": "tuning", "n": 32, "eps": 0.1, "step_size": 0.04, "steps": 2, "restarts": 1,
+           "seed": 0, "batch_size": 16}
+
+
+def test_epoch_eval_records_tuning_accuracy_changes_nothing_and_resumes_identically(digits, tmp_path, caplog):
+    """config eval_each_epoch: each epoch's record gets the clean and PGD accuracy of n TUNING images (exactly
+    `evaluate` on the tuning part); the weights and training records are those of a run without it; a run
+    resumed from a state saved after epoch 1 records the same; a state without it is not resumed into a run with it."""
+    from advlayers.core.attacks import AttackSpec
+    from advlayers.core.epoch_eval import FIELDS, epoch_evaluator
+    from advlayers.core.evaluation import evaluate
+    from advlayers.core.splits import image_part
+
+    ev = epoch_evaluator(digits, "digits", HELDOUT)
+    assert len(ev.images) == vocab.tuning_size("digits", len(digits.test)) == 36
+    with pytest.raises(ValueError, match="tuning part of digits's test split has 36 images"):
+        epoch_evaluator(digits, "digits", {**HELDOUT, "n": 37})
+    assert epoch_evaluator(digits, "digits", None) is None
+    recipe = tiny_recipe(train_subset=128, epochs=2)
+    plain = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, progress=False, width=WIDTH)
+    full = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, progress=False, width=WIDTH, epoch_eval=ev)
+    assert states_equal(full.model.state_dict(), plain.model.state_dict())
+    assert [(h["loss"], h["train_acc"]) for h in full.history] == [(h["loss"], h["train_acc"]) for h in plain.history]
+    assert all(set(FIELDS) <= set(h) and h["heldout_n"] == 32 and h["heldout_attack"] == "PGD-2" for h in full.history)
+    direct = evaluate(full.model, image_part(digits.test, "tuning", "digits"), AttackSpec(0.1, 0.04, 2), n=32, seed=0,
+                      batch_size=16, progress=False)
+    assert (full.history[-1]["heldout_clean_acc"], full.history[-1]["heldout_robust_acc"]) == \
+        (direct["clean_acc"], direct["robust_acc"])
+
+    state = tmp_path / "state.pt"
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(epoch, model):
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(build_model("resnet18", 10, 32, seed=4, width=WIDTH), digits.train, recipe, mode="adversarial", seed=4,
+              state_path=state, progress=False, on_epoch_end=stop_after_first, epoch_eval=ev)
+    torch.manual_seed(999)
+    resumed = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, state_path=state, progress=False,
+                       width=WIDTH, epoch_eval=ev)
+    assert resumed.resumed_from_epoch == 1 and states_equal(resumed.model.state_dict(), full.model.state_dict())
+    timing = ("seconds", "heldout_seconds")
+    assert [{k: v for k, v in h.items() if k not in timing} for h in resumed.history] == \
+        [{k: v for k, v in h.items() if k not in timing} for h in full.history]
+    state.unlink()  # a state saved by a run without the evaluation:
+    with pytest.raises(Interrupt):
+        train(build_model("resnet18", 10, 32, seed=4, width=WIDTH), digits.train, recipe, mode="adversarial", seed=4,
+              state_path=state, progress=False, on_epoch_end=stop_after_first)
+    with caplog.at_level(logging.WARNING, logger="advlayers.core.resume"):
+        again = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, state_path=state, progress=False,
+                         width=WIDTH, epoch_eval=ev)
+    assert again.resumed_from_epoch == 0 and "discarding training state" in caplog.text  # trained afresh
+    assert all("heldout_clean_acc" in h for h in again.history)

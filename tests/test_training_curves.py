@@ -37,7 +37,9 @@ def test_table_one_row_per_net_and_epoch_pretrained_first():
                 "e": payload("m110000", pretraining="adversarial")}
     t = table_from_payloads(payloads)
     assert list(t.columns) == ["dataset", "arch", "seed", "pretraining", "retraining", "cell", "epoch", "loss",
-                               "train_acc", "lr", "seconds"]
+                               "train_acc", "lr", "seconds", "heldout_clean_acc", "heldout_robust_acc",
+                               "heldout_attack", "heldout_eps", "heldout_n", "heldout_seconds"]
+    assert t["heldout_clean_acc"].isna().all()  # no per-epoch evaluation in these histories
     assert len(t) == 3 + 2 + 3 + 3
     seed0 = t[(t["seed"] == 0) & (t["pretraining"] == "conventional")]
     assert list(seed0["cell"]) == ["pretrained"] * 3 + ["m110000"] * 2
@@ -111,6 +113,43 @@ def test_figure_means_over_seeds_with_faint_seed_lines():
     assert list(means[0].get_ydata()) == pytest.approx([0.9, 0.4])
 
 
+def heldout(hist, clean=(0.5, 0.7), robust=(0.1, 0.3)):
+    """A history whose epochs were evaluated on held-out tuning images (`core.epoch_eval.FIELDS`)."""
+    return [{**h, "heldout_clean_acc": c, "heldout_robust_acc": r, "heldout_attack": "PGD-10", "heldout_eps": 0.15,
+             "heldout_n": 256, "heldout_seconds": 0.1} for h, c, r in zip(hist, clean, robust)]
+
+
+def test_heldout_accuracy_per_epoch_in_the_table_figure_and_tensorboard(tmp_path):
+    """With config eval_each_epoch the table carries each epoch's held-out clean / robust accuracy and the figure
+    gets a third row: clean solid, robust dashed, markers at the evaluated epochs only, the attack in the legend."""
+    from advlayers.core.epoch_eval import FIELDS
+    from advlayers.report.training_curves import HELDOUT
+
+    assert HELDOUT == FIELDS
+    t = table_from_payloads({"a": payload(hist=heldout(history([1.0, 0.6]))),
+                             "b": payload("m110000", hist=heldout(history([2.0, 1.5]), (0.6, 0.8), (0.2, 0.4))),
+                             "c": payload(pretraining="adversarial", hist=history([1.0, 0.8]))})  # not evaluated
+    assert list(t["heldout_robust_acc"].iloc[:4]) == [0.1, 0.3, 0.2, 0.4] and t["heldout_n"].iloc[0] == 256
+    assert t.loc[t["pretraining"] == "adversarial", "heldout_clean_acc"].isna().all()
+    fig = FIGURES["training_curves"](t, {})
+    assert len(fig.axes) == 6 and "held-out accuracy" in fig.axes[4].get_ylabel()
+    lines = fig.axes[4].get_lines()  # the conventional column's held-out row
+    drawn = {(line.get_linestyle(), tuple(line.get_ydata())) for line in lines}
+    assert drawn == {("-", (0.5, 0.7)), ("--", (0.1, 0.3)), ("-", (0.6, 0.8)), ("--", (0.2, 0.4))}
+    assert all(tuple(line.get_xdata()) == (1, 2) and line.get_marker() == "o" for line in lines)
+    assert fig.axes[5].get_lines() == []  # the adversarial net was not evaluated: nothing drawn
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("PGD-10" in label and "256 tuning images" in label for label in labels)
+    save_figure(fig, tmp_path / "f.png", tmp_path / "f.pdf")
+    if __import__("importlib").util.find_spec("tensorboard"):
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        runs = tb_export.write_events(t, tmp_path / "tb")
+        acc = EventAccumulator(str(tmp_path / "tb" / runs[0]))
+        acc.Reload()
+        assert [(e.step, round(e.value, 6)) for e in acc.Scalars("heldout/robust_accuracy")] == [(1, 0.1), (2, 0.3)]
+
+
 def test_the_grid_builds_the_table_and_the_figure_from_every_training_job():
     config = yaml.safe_load(TINY.read_text())
     validate.apply_schema(config)
@@ -162,4 +201,11 @@ def test_caption_renders():
     html = core.publish_parts(text, writer="html", settings_overrides={"report_level": 2})["body"]
     assert "System Message" not in html and "system-message" not in html, text
     assert "Training curves" in text and "mnist5k" in text and "Training seeds: 0, 1, 2" in text
-    assert "Attack:" not in text and "Wilson" not in text
+    assert "Attack:" not in text and "Wilson" not in text and "Third row" not in text
+    info["eval_each_epoch"] = {"mnist5k": {"attack": "pgd", "images": "tuning", "n": 256, "eps": 0.15,
+                                           "step_size": 0.0375, "steps": 10, "restarts": 1, "seed": 0,
+                                           "batch_size": 256}}
+    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(snakemake=snakemake)
+    html = core.publish_parts(text, writer="html", settings_overrides={"report_level": 2})["body"]
+    assert "System Message" not in html and "system-message" not in html, text
+    assert "Third row (mnist5k)" in text and "256 held-out\nTUNING images" in text and "PGD-10" in text

@@ -181,6 +181,9 @@ def test_end_to_end_tables_figures_and_claims(tiny_run):
     nets = curves.groupby(["pretraining", "cell"])["epoch"].agg(list)
     assert len(nets) == 2 + 4 and all(epochs == list(range(1, len(epochs) + 1)) for epochs in nets)
     assert curves["loss"].gt(0).all() and curves["train_acc"].between(0, 1).all()
+    # eval_each_epoch (tests/tiny.yaml): each epoch's held-out clean and PGD-3 accuracy of 32 tuning images
+    assert curves["heldout_clean_acc"].between(0, 1).all() and curves["heldout_robust_acc"].between(0, 1).all()
+    assert set(curves["heldout_attack"]) == {"PGD-3"} and set(curves["heldout_n"]) == {32}
     assert (tiny_run / "results" / "figures" / "training_curves.png").stat().st_size > 1000
 
 

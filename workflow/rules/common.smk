@@ -163,7 +163,10 @@ def figure_info(wc):
             "seeds": SEEDS,
         }
     if kind == layout.TRAINING_CURVES:
-        return {"kind": kind, "dataset": ", ".join(config["datasets"]), "seeds": SEEDS}
+        info = {"kind": kind, "dataset": ", ".join(config["datasets"]), "seeds": SEEDS}
+        held_out = {ds: conf.epoch_eval_settings(config, ds) for ds in config["datasets"]}
+        held_out = {ds: s for ds, s in held_out.items() if s is not None}
+        return {**info, "eval_each_epoch": held_out} if held_out else info
     section = "features" if layout.paper_figure(config, name) == "Fig. 8" else kind
     a = conf.analysis(config, section)
     dataset = a.get("dataset") or a["datasets"][0]

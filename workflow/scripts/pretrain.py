@@ -11,4 +11,5 @@ sys.exit(pretrain.run(gpus=int(snakemake.resources.get("gpu", 0)), logfile=snake
                       dataset=wc.dataset, arch=wc.arch, pretraining=wc.pretraining, recipe=params.recipe["name"],
                       overrides=params.recipe["overrides"], width=params.width, seed=int(wc.seed),
                       device=snakemake.config["device"], state=params.state, out=snakemake.output.model,
-                      initial=snakemake.output.initial, threads=snakemake.threads))
+                      initial=snakemake.output.initial, threads=snakemake.threads,
+                      epoch_eval=params.recipe.get("epoch_eval")))

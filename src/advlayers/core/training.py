@@ -183,7 +183,7 @@ def _make_scheduler(optimizer, recipe: Recipe):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def _setup(model, split, recipe, mode, seed, units, device, state_path, progress, on_batch_end) -> _Run:
+def _setup(model, split, recipe, mode, seed, units, device, state_path, progress, on_batch_end, epoch_eval) -> _Run:
     """Freeze, place, resolve precision, build optimizer and scheduler, load a matching resume state, wrap."""
     check_choice("mode", mode, MODES)
     check_int("seed", seed, minimum=0)
@@ -212,6 +212,8 @@ def _setup(model, split, recipe, mode, seed, units, device, state_path, progress
     if num_batches(split, recipe.batch_size) == 0:
         raise ValueError(f"the training split ({len(split)} samples) is smaller than one batch ({recipe.batch_size})")
     fp = resume.fingerprint(recipe, mode, seed, units, model.spec.arch, start_digest)
+    if epoch_eval is not None:  # a state without (or with other) per-epoch evaluations is not resumed
+        fp["epoch_eval"] = epoch_eval.settings
     state = resume.Resume()
     if state_path is not None:
         state_path = Path(state_path)
@@ -305,8 +307,9 @@ def _end_epoch(run: _Run, record: dict, flag: resume.PreemptionFlag, on_epoch_en
     """Log, check for divergence, save the state, then stop between epochs if a signal came."""
     epoch = record["epoch"]
     run.result.history.append(record)
-    log.info("epoch %d/%d loss %.4f acc %.4f (%.1fs)", epoch, run.recipe.epochs, record["loss"],
-             record["train_acc"], record["seconds"])
+    log.info("epoch %d/%d loss %.4f acc %.4f (%.1fs)%s", epoch, run.recipe.epochs, record["loss"],
+             record["train_acc"], record["seconds"], "" if "heldout_clean_acc" not in record else
+             f"; held-out clean {record['heldout_clean_acc']:.4f} robust {record['heldout_robust_acc']:.4f}")
     if not math.isfinite(record["loss"]):
         raise FloatingPointError(f"training diverged at epoch {epoch} (loss {record['loss']})")
     if run.state_path is not None:
@@ -332,7 +335,7 @@ def train(model: ModularNet, split, recipe: Recipe, *, mode: str, seed: int, uni
           device: str | torch.device = "cpu", state_path=None, progress: bool = True,
           on_epoch_end: Callable[[int, ModularNet], None] | None = None,
           on_batch_end: Callable[[int, int, ModularNet], None] | None = None,
-          handle_signals: bool = True) -> TrainResult:
+          handle_signals: bool = True, epoch_eval=None) -> TrainResult:
     """Train the `units` of `model` (None = the whole net) on `split` for `recipe.epochs` epochs.
 
     mode="adversarial": each batch is attacked with the recipe's attack on the model's predicted labels and
@@ -340,13 +343,16 @@ def train(model: ModularNet, split, recipe: Recipe, *, mode: str, seed: int, uni
     With `state_path`, the full training state is saved atomically after every epoch and a later call with
     the same arguments and starting weights resumes from it; with `handle_signals`, SIGTERM/SIGUSR1/SIGINT
     save a mid-epoch state and raise `resume.Preempted`. `on_batch_end(epoch, batches_done, model)` is called
-    after every optimizer step.
+    after every optimizer step. `epoch_eval` (`epoch_eval.EpochEval`): each epoch's held-out evaluation, added to
+    its record before the state is saved.
     """
-    run = _setup(model, split, recipe, mode, seed, units, device, state_path, progress, on_batch_end)
+    run = _setup(model, split, recipe, mode, seed, units, device, state_path, progress, on_batch_end, epoch_eval)
     try:
         with resume.PreemptionFlag(handle_signals and state_path is not None) as flag:
             for epoch in range(run.resume.epoch, recipe.epochs):
-                _end_epoch(run, train_epoch(run, epoch, flag), flag, on_epoch_end)
+                record = train_epoch(run, epoch, flag)
+                _end_epoch(run, {**record, **(epoch_eval(run.model, run.device) if epoch_eval else {})}, flag,
+                           on_epoch_end)
     finally:
         _teardown(run)
     return run.result
@@ -356,7 +362,7 @@ def train(model: ModularNet, split, recipe: Recipe, *, mode: str, seed: int, uni
 
 
 def pretrain(arch: str, dataset, recipe: Recipe, *, mode: str, seed: int, device="cpu", state_path=None,
-             progress: bool = True, width: float = 1.0) -> TrainResult:
+             progress: bool = True, width: float = 1.0, epoch_eval=None) -> TrainResult:
     """Train a fresh `arch` on `dataset.train` conventionally or adversarially.
 
     Adversarial pretraining follows Madry et al.: adversarial examples only (recipe.include_clean is for
@@ -367,11 +373,11 @@ def pretrain(arch: str, dataset, recipe: Recipe, *, mode: str, seed: int, device
     model = build_model(arch, dataset.info.num_classes, dataset.info.image_size, seed=seed, width=width,
                         mean=dataset.info.mean, std=dataset.info.std)
     return train(model, dataset.train, replace(recipe, include_clean=False), mode=mode, seed=seed, device=device,
-                 state_path=state_path, progress=progress)
+                 state_path=state_path, progress=progress, epoch_eval=epoch_eval)
 
 
 def retrain(model: ModularNet, dataset, recipe: Recipe, *, units: list[str], mode: str, seed: int, device="cpu",
-            state_path=None, progress: bool = True) -> TrainResult:
+            state_path=None, progress: bool = True, epoch_eval=None) -> TrainResult:
     """Re-initialise `units` (a fresh draw from `seed`, not a rewind) and train only them; the rest is frozen.
 
     Paper protocol: mode="adversarial" for a conventionally pretrained net, "conventional" for an
@@ -383,4 +389,4 @@ def retrain(model: ModularNet, dataset, recipe: Recipe, *, units: list[str], mod
         return TrainResult(model.eval())
     redraw(model, units, seed=REDRAW_SEED_OFFSET + seed)
     return train(model, dataset.train, recipe, mode=mode, seed=seed, units=units, device=device,
-                 state_path=state_path, progress=progress)
+                 state_path=state_path, progress=progress, epoch_eval=epoch_eval)

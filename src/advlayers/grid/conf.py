@@ -140,12 +140,15 @@ def grouping(config: dict) -> dict:
 
 
 def recipe_params(config: dict, dataset: str, retrain: bool = False) -> dict:
-    """Preset name and overrides (passed to jobs as params: a changed value reruns the jobs that use it)."""
+    """Preset name and overrides (passed to jobs as params: a changed value reruns the jobs that use it), and
+    `epoch_eval` (`epoch_eval_settings`) when the dataset evaluates after each epoch."""
     cfg = dataset_config(config, dataset)
     overrides = dict(cfg.get("recipe_overrides") or {})
     if retrain:
         overrides.update(cfg.get("retrain_overrides") or {})
-    return {"name": cfg["recipe"], "overrides": dict(sorted(overrides.items()))}
+    params = {"name": cfg["recipe"], "overrides": dict(sorted(overrides.items()))}
+    epoch_eval = epoch_eval_settings(config, dataset)
+    return params if epoch_eval is None else {**params, "epoch_eval": epoch_eval}
 
 
 def eval_settings(config: dict, dataset: str, analysis_name: str | None = None) -> dict:
@@ -155,6 +158,21 @@ def eval_settings(config: dict, dataset: str, analysis_name: str | None = None) 
     if analysis_name is not None:
         cfg.update((analysis(config, analysis_name) or {}).get("eval") or {})
     return dict(sorted(cfg.items()))
+
+
+def epoch_eval_settings(config: dict, dataset: str) -> dict | None:
+    """The per-epoch held-out evaluation of a dataset's training jobs (config `datasets.<d>.eval_each_epoch`), or
+    None when off: PGD with the dataset's eval eps and step_size (steps: its own, else eval's), one restart, on
+    n tuning images drawn with eval's seed. What the training jobs get (inside their `recipe` param, only when
+    on, so that turning it on reruns them and leaving it off changes nothing)."""
+    section = dataset_config(config, dataset).get("eval_each_epoch")
+    if section is None:
+        return None
+    cfg = with_defaults(section, "datasets", "*", "eval_each_epoch")
+    ev = eval_settings(config, dataset)
+    return {"attack": "pgd", "images": "tuning", "n": cfg["n"], "eps": ev["eps"], "step_size": ev.get("step_size"),
+            "steps": cfg.get("steps", ev.get("steps")), "restarts": 1, "seed": ev["seed"],
+            "batch_size": ev["batch_size"]}
 
 
 def autoattack_config(config: dict, dataset: str) -> dict | None:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from . import conf, plan
-from .conf import analysis, eval_settings
+from .conf import analysis, epoch_eval_settings, eval_settings
 from .vocabulary import (
     ARCHS,
     DATASETS,
@@ -233,6 +233,13 @@ def _check_evals(config: dict) -> None:
             n_test = test_size(ds, dcfg)
             for key, n in counts.items():
                 _check_part_size(f"{where}: {key}", ds, ev["images"], n, n_test)
+        epoch = epoch_eval_settings(config, ds)
+        if epoch is not None:
+            where = f"datasets.{ds}.eval_each_epoch (PGD with datasets.{ds}.eval's eps and step_size)"
+            if epoch["step_size"] is None or epoch["steps"] is None:
+                raise ConfigError(f"config error: {where} needs datasets.{ds}.eval.step_size and a number of steps "
+                                  f"(datasets.{ds}.eval.steps or eval_each_epoch.steps)")
+            _check_part_size(f"{where}: n", ds, "tuning", epoch["n"], test_size(ds, dcfg))
 
 
 def _check_part_size(key: str, dataset: str, part: str, n, n_test: int | None) -> None:

@@ -27,13 +27,14 @@ def _setup_logging(logfile: str | None, rank: int) -> None:
 
 def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides: dict, state, out, initial,
                    dataset: str | None = None, width: float = 1.0, seed: int = 0, device: str = "cpu",
-                   logfile: str | None = None, threads: int | None = None) -> int:
+                   logfile: str | None = None, threads: int | None = None, epoch_eval: dict | None = None) -> int:
     """Pretrain one net: rank 0 writes the epoch-0 weights to `initial`, then the trained checkpoint to `out`,
-    then deletes the resume state `state`. Returns 0, or 128 + signal when preempted (the state is saved)."""
+    then deletes the resume state `state`. Returns 0, or 128 + signal when preempted (the state is saved).
+    `epoch_eval`: held-out evaluation after each epoch (`grid.conf.epoch_eval_settings`), or None."""
     import torch
 
     from .. import provenance
-    from ..core import distributed, resume
+    from ..core import distributed, epoch_eval as held_out, resume
     from ..core.checkpoints import save_checkpoint
     from ..core.datasets import load_prepared
     from ..core.models import build_model, check_arch
@@ -52,6 +53,7 @@ def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides:
         _setup_logging(logfile, distributed.rank())
         prepared = load_prepared(data)
         info = prepared.info
+        evaluator = held_out.epoch_evaluator(prepared, dataset or info.name, epoch_eval)
         common = dict(dataset=dataset or info.name, seed=seed, recipe=resolved.as_dict(),
                       inputs={"data": {"path": str(data), "sha256": sha256_file(data)}},
                       pretraining=pretraining, retraining="none", retrained_modules=[], units=[],
@@ -64,7 +66,7 @@ def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides:
             log.info("wrote the initial weights %s", initial)
         try:
             result = pretrain(arch, prepared, resolved, mode=pretraining, seed=seed, device=device, state_path=state,
-                              progress=False, width=width)
+                              progress=False, width=width, epoch_eval=evaluator)
         except resume.Preempted as e:
             print(f"advlayers pretrain: {e}", file=sys.stderr)
             return int(e.code)
@@ -76,7 +78,7 @@ def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides:
                             provenance=provenance.environment(device, precision=result.precision),
                             cell="pretrained", epochs=resolved.epochs, history=result.history,
                             precision=result.precision, channels_last=result.channels_last,
-                            start_digest=result.start_digest, **common)
+                            start_digest=result.start_digest, eval_each_epoch=epoch_eval, **common)
             Path(state).unlink(missing_ok=True)  # the checkpoint is complete
             log.info("wrote %s", out)
         distributed.barrier()
@@ -91,13 +93,15 @@ def run(*, gpus: int, logfile: str, **files) -> int:
     the checkpoints and the log)."""
     if gpus <= 1:
         return pretrain_files(**files)
+    import json
     import os
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                "-m", "advlayers", "pretrain", "--logfile", logfile,
-               *[f"--{k}={v}" for k, v in files.items() if k != "overrides"],
-               *[f"--override={k}={v!r}" for k, v in files["overrides"].items()]]
+               *[f"--{k}={v}" for k, v in files.items() if k not in ("overrides", "epoch_eval")],
+               *[f"--override={k}={v!r}" for k, v in files["overrides"].items()],
+               *([f"--eval-each-epoch={json.dumps(files['epoch_eval'])}"] if files.get("epoch_eval") else [])]
     log.info("launching %s", " ".join(command))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run(command, env=env, stdout=sys.stderr, stderr=sys.stderr).returncode

@@ -10,7 +10,7 @@ Tables (results/tables/*.parquet):
   reinit          Fig. 7: one row per (..., layer, operation, bn_policy)
   feature_divergence  Fig. 8 statistics: one row per (..., module)
   outcomes        per test image: clean_correct / robust_correct of every evaluated net (paired statistics)
-  training_curves one row per (trained net, epoch): loss, train_acc, lr, seconds (`training_curves`)
+  training_curves one row per (trained net, epoch): loss, train_acc, lr, seconds, held-out accuracy (`training_curves`)
 A cell shared by several coordinates (before 6 = after 0 = subset 111111) appears in each, from one evaluation.
 """
 

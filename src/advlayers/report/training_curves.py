@@ -2,7 +2,8 @@
 
 Each training job keeps its epochs' records in its checkpoint (`meta.history`, written by
 `core.training.train_epoch`: mean training loss, training accuracy on the batches as trained - the adversarial
-examples in adversarial training -, learning rate after the epoch, and the epoch's wall-clock seconds). The table
+examples in adversarial training -, learning rate after the epoch, and the epoch's wall-clock seconds; with config
+`eval_each_epoch` also the clean and robust accuracy of held-out tuning images after the epoch, `HELDOUT`). The table
 `results/tables/training_curves.parquet` gathers them from the pretrained nets and the retraining cells (read with
 `core.checkpoints.read_checkpoint`: weights_only, digest verified), so that whether a cell converged can be seen
 (the figure `training_curves`) and exported (`advlayers tensorboard`).
@@ -20,10 +21,13 @@ from ..grid import layout
 
 KEY = ("dataset", "arch", "seed", "pretraining", "retraining", "cell")
 RECORD = ("epoch", "loss", "train_acc", "lr", "seconds")
-COLUMNS = (*KEY, *RECORD)
+# `core.epoch_eval.FIELDS`, in every row: missing (NA) where the net's training did not evaluate after its epochs
+HELDOUT = ("heldout_clean_acc", "heldout_robust_acc", "heldout_attack", "heldout_eps", "heldout_n", "heldout_seconds")
+COLUMNS = (*KEY, *RECORD, *HELDOUT)
 DTYPES = {"dataset": "string", "arch": "string", "seed": "int64", "pretraining": "string", "retraining": "string",
           "cell": "string", "epoch": "int64", "loss": "float64", "train_acc": "float64", "lr": "float64",
-          "seconds": "float64"}
+          "seconds": "float64", "heldout_clean_acc": "float64", "heldout_robust_acc": "float64",
+          "heldout_attack": "string", "heldout_eps": "float64", "heldout_n": "Int64", "heldout_seconds": "float64"}
 
 
 class HistoryError(ValueError):
@@ -63,7 +67,7 @@ def history_rows(payload: dict, source: str = "checkpoint") -> list[dict]:
                                "run 1, 2, ... without gaps)")
         if not math.isfinite(float(record["loss"])):
             raise HistoryError(f"{source}: loss {record['loss']} at epoch {record['epoch']}")
-        rows.append({**ident, **{k: record[k] for k in RECORD}})
+        rows.append({**ident, **{k: record[k] for k in RECORD}, **{k: record.get(k) for k in HELDOUT}})
     return rows
 
 

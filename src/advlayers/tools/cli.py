@@ -96,7 +96,7 @@ def pretrain_command(args) -> int:
                           recipe=args.recipe,
                           overrides=dict(args.override), width=args.width, seed=args.seed, device=_device(args.device),
                           state=args.state, out=args.out, initial=args.initial, logfile=args.logfile,
-                          threads=args.threads)
+                          threads=args.threads, epoch_eval=args.eval_each_epoch)
 
 
 # --------------------------------------------------------------------------- cost, verify
@@ -118,6 +118,18 @@ def _forward(name: str, argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as {\"n\": 256, ...}")
+    return value
 
 
 def _add_pretrain_parser(sub) -> None:
@@ -142,6 +154,9 @@ def _add_pretrain_parser(sub) -> None:
     p.add_argument("--initial", required=True, metavar="I", help="epoch-0 weights (rank 0)")
     p.add_argument("--logfile", metavar="L", help="log file (rank 0)")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads per process")
+    p.add_argument("--eval-each-epoch", type=_json_object, metavar="JSON",
+                   help="held-out evaluation after each epoch: the settings of config eval_each_epoch as the "
+                   "workflow resolves them (n, eps, step_size, steps, seed, batch_size; tuning images)")
     p.set_defaults(run=pretrain_command)
 
 

@@ -216,9 +216,12 @@ class _Estimator:
         return throughput(self.table, dataset, arch) / conf.width(self.config, dataset) ** 2
 
     def train_seconds(self, dataset, arch, recipe, mode):
+        """The epochs' training steps and, with config eval_each_epoch, their held-out evaluations (fp32 PGD)."""
         n_train = self.sizes(dataset)[0]
         images = min(recipe.train_subset or n_train, n_train)
-        return recipe.epochs * images * train_units(recipe, mode) / (self.rate(dataset, arch) * _speed(recipe))
+        seconds = recipe.epochs * images * train_units(recipe, mode) / (self.rate(dataset, arch) * _speed(recipe))
+        held_out = conf.epoch_eval_settings(self.config, dataset)
+        return seconds + (recipe.epochs * self.eval_seconds(dataset, arch, held_out) if held_out else 0.0)
 
     def eval_seconds(self, dataset, arch, ev, evaluations=1):
         part = vocab.part_size(dataset, ev.get("images") or "confirmation", self.sizes(dataset)[1])  # eval.images

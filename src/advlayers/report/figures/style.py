@@ -4,8 +4,12 @@ Conventions, the same in every figure:
 
 * Sizes for a paper: full width 7 in (`FULL_WIDTH`) or one column 3.3 in (`COLUMN_WIDTH`); fonts 6.5-8 pt;
   TrueType fonts in the PDF (`pdf.fonttype` 42, no Type 3).
-* Colour-blind-safe Okabe-Ito colours: clean = blue, robust / adversarial = vermillion (never red/green), and a
-  second cue besides colour (line style, marker, hatch).
+* Colour-blind-safe Okabe-Ito colours: clean = blue, robust / adversarial = vermillion, and a second cue besides
+  colour (line style, marker, hatch). Fig. 8 keeps the paper's green (clean) and red (adversarial) densities as
+  Okabe-Ito's bluish green and vermillion, with solid vs dashed edges.
+* seaborn draws where it replaces hand-written code (Fig. 8's density levels: `kdeplot`; the training curves:
+  `lineplot`); the accuracy curves keep `_curve`, since seaborn's intervals are computed from the rows drawn
+  (bootstrap over seeds), not the Wilson intervals of the measured accuracies.
 * Only what was measured: a marker at every measured point (the mean over training seeds); a line joins two
   points only when no position between them could have been measured (cut-offs 3 and 6 with 4, 5 not run stay
   apart; categorical axes such as Fig. 7's layers get no lines at all).
@@ -84,7 +88,6 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green":
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#999999"}
 METRICS = {"clean_acc": ("clean", OKABE_ITO["blue"], "-", "o"),
            "robust_acc": ("robust", OKABE_ITO["vermillion"], "--", "s")}
-CONDITIONS = {"clean": OKABE_ITO["blue"], "adversarial": OKABE_ITO["vermillion"]}
 NET_STYLE = {"conventional": (OKABE_ITO["sky"], None), "adversarial": (OKABE_ITO["purple"], "////")}
 ARCH_COLORS = [OKABE_ITO[c] for c in ("blue", "orange", "green", "purple", "sky", "vermillion", "black")]
 

@@ -1,16 +1,21 @@
 """Training curves (no paper figure): per-epoch training loss and accuracy of the pretrained nets and of every
-retraining cell, to see whether each training converged."""
+retraining cell, and - where the run evaluated after each epoch (config `eval_each_epoch`) - their clean and robust
+accuracy on held-out tuning images, to see whether each training converged."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .style import (
     COLUMN_WIDTH,
     FULL_WIDTH,
+    NBSP,
     SEED_ALPHA,
+    _eps_text,
     _figure,
     _legend,
     _ordered,
@@ -23,7 +28,9 @@ from .style import (
 )
 
 PRETRAINED = "pretrained"
-METRICS = {"loss": "training loss", "train_acc": "training accuracy"}
+# rows: (metrics drawn, solid then dashed), y label
+ROWS = ((("loss",), "training loss"), (("train_acc",), "training accuracy"))
+HELDOUT_ROW = (("heldout_clean_acc", "heldout_robust_acc"), "held-out accuracy\n(tuning images)")
 MAX_LABELLED_CELLS = 8  # more cells: coloured along a colour map, the legend names the first and the last
 
 
@@ -33,26 +40,23 @@ def _cell_colors(cells: list[str]) -> dict[str, tuple]:
     return {c: cmap(0.9 * i / n) for i, c in enumerate(cells)}
 
 
-def curve_lines(sub: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
-    """{cell: its curve}: per epoch the mean of `metric` over seeds (`mean`) and the seeds (`n_seeds`); only
-    epochs some seed recorded (no line crosses an epoch that none ran)."""
-    out = {}
-    for cell, part in sub.groupby("cell", sort=False):
-        out[cell] = (part.groupby("epoch", as_index=False)
-                     .agg(mean=(metric, "mean"), n_seeds=("seed", "nunique")).sort_values("epoch"))
-    return out
-
-
-def _draw_panel(ax, sub: pd.DataFrame, metric: str, colors: dict) -> None:
-    for cell, line in curve_lines(sub, metric).items():
-        color, lw = ("black", 1.4) if cell == PRETRAINED else (colors[cell], 0.9)
-        if sub["seed"].nunique() > 1:
-            for _, seed in sub[sub["cell"] == cell].groupby("seed"):
-                ax.plot(seed["epoch"], seed[metric], color=color, lw=0.5, alpha=SEED_ALPHA * 0.6, zorder=1)
-        ax.plot(line["epoch"], line["mean"], color=color, lw=lw, marker="o", ms=2.2, zorder=3 if cell == PRETRAINED
-                else 2)
+def _draw_panel(ax, sub: pd.DataFrame, metric: str, colors: dict, ls: str = "-") -> None:
+    """seaborn.lineplot per cell: the mean over seeds at each recorded epoch (markers), each seed a faint line;
+    epochs run 1, 2, ... without gaps (`report.training_curves.history_rows`) and every epoch of a run is
+    evaluated or none is, so a line joins only measured neighbours."""
+    sub = sub[sub[metric].notna()].assign(_pretrained=lambda d: d["cell"] == PRETRAINED)
+    if sub.empty:
+        return
+    common = dict(data=sub, x="epoch", y=metric, hue="cell", palette={**colors, PRETRAINED: "black"}, legend=False,
+                  ax=ax, ls=ls)
+    if sub["seed"].nunique() > 1:
+        sns.lineplot(**common, units="seed", estimator=None, lw=0.5, alpha=SEED_ALPHA * 0.6, zorder=1)
+    sns.lineplot(**common, errorbar=None, size="_pretrained", sizes={True: 1.4, False: 0.9}, marker="o", ms=2.2,
+                 mec="none", zorder=2)
+    ax.set(xlabel="", ylabel="")  # the figure labels the outer axes only
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="y")
-    if metric == "train_acc":
+    if metric != "loss":
         ax.set_ylim(-0.02, 1.02)
 
 
@@ -68,9 +72,20 @@ def _handles(cells: list[str], colors: dict, several_seeds: bool) -> list:
     return handles
 
 
+def _heldout_handles(table: pd.DataFrame) -> list:
+    """Legend entries of the held-out row: clean solid, robust dashed, with the attack and images it used."""
+    rows = table[table["heldout_robust_acc"].notna()]
+    settings = sorted({(str(a), float(e), int(n)) for a, e, n in
+                       rows[["heldout_attack", "heldout_eps", "heldout_n"]].itertuples(index=False)})
+    attack = "; ".join(f"{a}, ε{NBSP}={NBSP}{_eps_text(e)}, {n} tuning images" for a, e, n in settings)
+    return [Line2D([], [], color="0.3", lw=0.9, label="held-out clean accuracy"),
+            Line2D([], [], color="0.3", lw=0.9, ls="--", label=f"held-out robust accuracy ({attack})")]
+
+
 @_styled
 def training_curves_figure(table: pd.DataFrame, info: dict | None = None):
-    """Training loss (top row) and training accuracy (bottom row) against the epoch; one column per
+    """Training loss (top row), training accuracy and - where the table has them (config `eval_each_epoch`) - the
+    held-out clean (solid) and robust (dashed) accuracy on tuning images against the epoch; one column per
     (dataset, arch, pretraining): the pretrained net (black) and every cell retrained from it (a colour per
     cell); markers at the recorded epochs, lines the mean over seeds, faint lines the single seeds."""
     table = _plain(table)
@@ -82,20 +97,22 @@ def training_curves_figure(table: pd.DataFrame, info: dict | None = None):
               if len(table[(table["dataset"] == d) & (table["arch"] == a) & (table["pretraining"] == p)])]
     cells = sorted(c for c in table["cell"].unique() if c != PRETRAINED)
     colors = _cell_colors(cells)
+    heldout = "heldout_robust_acc" in table and table["heldout_robust_acc"].notna().any()
+    rows = ROWS + ((HELDOUT_ROW,) if heldout else ())
     width = COLUMN_WIDTH if len(panels) == 1 else FULL_WIDTH
-    fig, axes = _figure(width, 3.4, len(METRICS), len(panels), sharex="col", sharey="row")
+    fig, axes = _figure(width, 1.7 * len(rows), len(rows), len(panels), sharex="col", sharey="row")
     for j, (dataset, arch, pretraining) in enumerate(panels):
         sub = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["pretraining"] == pretraining)]
-        for i, (metric, label) in enumerate(METRICS.items()):
-            ax = axes[i, j]
-            _draw_panel(ax, sub, metric, colors)
-            if j == 0:
-                ax.set_ylabel(label)
+        for i, (metrics, label) in enumerate(rows):
+            for metric, ls in zip(metrics, ("-", "--")):
+                _draw_panel(axes[i, j], sub, metric, colors, ls)
+            axes[i, j].set_ylabel(label if j == 0 else "")
         head = f"{pretraining}ly pretrained" if len(panels) < 3 else pretraining
         where = f"{dataset_label(dataset)}, {arch_label(arch)}: " if len(panels) > 2 else ""
         axes[0, j].set_title(f"{where}{head}")
         axes[-1, j].set_xlabel("epoch")
-    _legend(fig, _handles(cells, colors, table["seed"].nunique() > 1), ncol=2 if width == COLUMN_WIDTH else 3)
+    handles = _handles(cells, colors, table["seed"].nunique() > 1) + (_heldout_handles(table) if heldout else [])
+    _legend(fig, handles, ncol=2 if width == COLUMN_WIDTH else 3)
     nets = ", ".join(sorted({f"{dataset_label(d)} {arch_label(a)}" for d, a, _ in panels}))
     _suptitle(fig, f"Training curves: {nets}, {seeds_text(table)}")
     return fig
