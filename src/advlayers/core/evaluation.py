@@ -106,8 +106,8 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
     """Clean and robust accuracy of `model` on `split` (or a seeded subset of `n` samples).
 
     `seed` draws the test subset and each batch's attack stream (`batch_generator`; recorded as eval_seed); `shard`
-    = (start, stop): only those positions of it (whole batches). `channels_last`: model and images in that memory
-    layout (fp32 either way; attacks run 1.2-1.3x faster on CPU). `labels` and keyword labels go into the record.
+    = (start, stop): only those positions of it (whole batches). `channels_last`: model and images put in that memory
+    layout first (fp32 either way; attacks run 1.2-1.3x faster on CPU); otherwise the model keeps its own. `labels` and keyword labels go into the record.
 
     Returns a flat record with every setting that produced it: the labels given (dataset, arch, ...), the
     attack's settings and name, count, n_eval, eval_seed, clean_acc and robust_acc with their 95% Wilson
@@ -120,14 +120,15 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
         check_int("n (test images to evaluate)", n, minimum=1)
     check_int("batch_size", batch_size, minimum=1)
     device = torch.device(device)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=layout).eval()
+    model = model.to(device).eval()
+    if channels_last:  # otherwise the model keeps its layout (a net evaluated during its training keeps training's)
+        model = model.to(memory_format=torch.channels_last)
     index_parts, clean_parts, robust_parts, after, checks = [], [], [], {}, []
     t0 = time.perf_counter()
     name = attack.name
     with tqdm(total=n, desc=f"{name} eval", disable=not progress, leave=False) as bar:
         for x, y, index, position in _batches(split, n, seed, batch_size, device, shard):
-            x = x.contiguous(memory_format=layout) if x.dim() == 4 else x
+            x = x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
             clean, robust = _robust_correct(attack, model, x, y, count, batch_generator(seed, position), after, checks)
             index_parts.append(index.cpu())
             clean_parts.append(clean.cpu())
