@@ -103,8 +103,8 @@ def beyond_config_attack(model, part, identity: dict, cell: str, outcomes, eps: 
     if mine.empty or mine["attack"].nunique() != 1:
         raise SystemExit(f"the run's outcomes have {mine['attack'].nunique()} evaluation attacks for "
                          f"{identity} {cell} (need exactly one)")
-    robust = torch.from_numpy(mine["robust_correct"].to_numpy(bool))
-    index = torch.from_numpy(mine["test_index"].to_numpy("int64"))
+    robust = torch.from_numpy(mine["robust_correct"].to_numpy(bool).copy())
+    index = torch.from_numpy(mine["test_index"].to_numpy("int64").copy())
     own, n = str(mine["attack"].iloc[0]), len(robust)
     result = {own: int(robust.sum()) / n, "clean": float(mine["clean_correct"].mean())}
     names = [own]
