@@ -622,3 +622,19 @@ def test_features_densities_are_filled_regions_green_clean_red_adversarial(drawn
         for c, (color, ls) in zip(edges, DENSITY.values()):
             assert tuple(c.get_edgecolor()[0][:3]) == pytest.approx(to_rgb(color))
             assert (c.get_linestyle()[0][1] is None) == (ls == "-")  # dashed edges: a dash pattern
+
+
+def test_subsets_caption_counts_the_arch_own_modules():
+    """A four-module arch's Fig. 6 caption says 'of the 16' subsets of m0..m3, not the paper's 64 of m0..m5."""
+    import copy
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    jinja2 = pytest.importorskip("jinja2")
+    template = (Path(__file__).resolve().parents[1] / "workflow" / "report" / "figure.rst").read_text()
+    info = copy.deepcopy(infos()["module_subsets"])
+    info["analysis"] = {**(info.get("analysis") or {}), "subsets": ["0000", "1000", "0100", "1100"]}
+    snakemake = SimpleNamespace(params=SimpleNamespace(info=info), wildcards=SimpleNamespace(figure="module_subsets"),
+                                output=["results/figures/module_subsets.png"])
+    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(snakemake=snakemake)
+    assert "4 of the 16 subsets of m0..m3" in " ".join(text.split()) and "64" not in text
