@@ -143,7 +143,7 @@ def measure(args) -> list[dict]:
         data = load_prepared(Path(args.workdir) / layout.data_path(setting.dataset))
         part = eval_images(data, settings)
         attack = ensemble(settings, args.apgd_steps)
-        for cell in (c for c in KEY_CELLS if c == "pretrained" or c in cells):
+        for cell in (c for c in (args.cells or KEY_CELLS) if c == "pretrained" or c in cells):
             path = Path(args.workdir) / plan.net_path(config, setting, cell)
             model, _ = load_checkpoint(path, expect={**setting.identity(), "cell": cell})
             if args.beyond:
@@ -202,10 +202,15 @@ def main(argv=None) -> None:
     p.add_argument("--beyond", type=lambda s: [a for a in s.split(",") if a], default=None,
                    help="AutoAttack attacks (e.g. apgd-t,square) run after the config's own evaluation attack, on "
                         "its survivors (instead of the PGD/APGD ensemble of --apgd-steps)")
+    p.add_argument("--cells", type=lambda s: [c for c in s.split(",") if c], default=None,
+                   help=f"a subset of the key cells, e.g. pretrained,m111111 (default all: {','.join(KEY_CELLS)})")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="raw rows (default benchmarks/_work/eval_strength_<images>.json)")
     p.add_argument("--markdown", action="store_true", help="print the markdown table")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.cells or ()) - set(KEY_CELLS))
+    if unknown:
+        raise SystemExit(f"--cells {unknown}: not key cells; valid: {', '.join(KEY_CELLS)}")
     import torch
 
     torch.set_num_threads(args.threads)
