@@ -88,6 +88,12 @@ def _batches(split, n, seed, batch_size, device, shard=None):
         seen += take
 
 
+def _accuracies(name: str, k: int, n: int) -> dict:
+    """{name: k / n, name_lo, name_hi: its 95% Wilson interval}."""
+    lo, hi = wilson(k, n)
+    return {name: k / n, f"{name}_lo": lo, f"{name}_hi": hi}
+
+
 def batch_generator(seed: int, position: int) -> torch.Generator:
     """The attack's random stream of the batch starting at `position` of the evaluation order: from (seed,
     position) alone, so that a batch draws the same random start whichever shard evaluates it."""
@@ -107,7 +113,8 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
 
     `seed` draws the test subset and each batch's attack stream (`batch_generator`; recorded as eval_seed); `shard`
     = (start, stop): only those positions of it (whole batches). `channels_last`: model and images put in that memory
-    layout first (fp32 either way; attacks run 1.2-1.3x faster on CPU); otherwise the model keeps its own. `labels` and keyword labels go into the record.
+    layout first (fp32 either way; attacks run 1.2-1.3x faster on CPU); otherwise the model keeps its own.
+    `labels` and keyword labels go into the record.
 
     Returns a flat record with every setting that produced it: the labels given (dataset, arch, ...), the
     attack's settings and name, count, n_eval, eval_seed, clean_acc and robust_acc with their 95% Wilson
@@ -138,23 +145,10 @@ def evaluate(model, split, attack, *, n: int | None = None, seed: int = 0, batch
         raise ValueError("nothing to evaluate: the split is empty")
     clean, robust = torch.cat(clean_parts).numpy(), torch.cat(robust_parts).numpy()
     seen = len(clean)
-    k_clean, k_robust = int(clean.sum()), int(robust.sum())
-    record = {
-        **(labels or {}), **more_labels,
-        "attack": name,
-        **attack.as_dict(),
-        "count": count,
-        "channels_last": bool(channels_last),
-        "n_eval": seen,
-        "eval_seed": seed,
-        "clean_acc": k_clean / seen,
-        "clean_acc_lo": wilson(k_clean, seen)[0],
-        "clean_acc_hi": wilson(k_clean, seen)[1],
-        "robust_acc": k_robust / seen,
-        "robust_acc_lo": wilson(k_robust, seen)[0],
-        "robust_acc_hi": wilson(k_robust, seen)[1],
-        "seconds": time.perf_counter() - t0,
-    }
+    record = {**(labels or {}), **more_labels, "attack": name, **attack.as_dict(), "count": count,
+              "channels_last": bool(channels_last), "n_eval": seen, "eval_seed": seed,
+              **_accuracies("clean_acc", int(clean.sum()), seen), **_accuracies("robust_acc", int(robust.sum()), seen),
+              "seconds": time.perf_counter() - t0}
     record.update({} if shard is None else {"shard_start": int(shard[0]), "shard_stop": int(shard[0]) + seen})
     if after:
         record["robust_acc_after"] = {a: k / seen for a, k in after.items()}
