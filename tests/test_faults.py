@@ -141,13 +141,16 @@ FORCED = [records(CONV, "retrained_m100000"), records(ADV, "retrained_m000011")]
 def _plant_stale_state(root: Path) -> None:
     """A complete resume state of the conventional m100000 cell, trained from the other pretrained net."""
     from advlayers.core.datasets import load_prepared
+    from advlayers.core.epoch_eval import epoch_evaluator
     from advlayers.jobs.retrain import retrain_cell
 
     config = yaml.safe_load((root / "tiny.yaml").read_text())
     other, _ = load_checkpoint(root / layout.pretrained_path(ADV))
-    retrain_cell(other, load_prepared(root / DATA), "m100000", setting=CONV,
-                 recipe=conf.recipe_params(config, "digits", retrain=True), device="cpu", state_path=root / STALE_STATE,
-                 out=root / "stale_cell.pt", inputs={"data": root / DATA})
+    data, recipe = load_prepared(root / DATA), conf.recipe_params(config, "digits", retrain=True)
+    # the same run as the workflow's but for its start (the per-epoch evaluation of tests/tiny.yaml included)
+    retrain_cell(other, data, "m100000", setting=CONV, recipe=recipe, device="cpu", state_path=root / STALE_STATE,
+                 out=root / "stale_cell.pt", inputs={"data": root / DATA},
+                 epoch_eval=epoch_evaluator(data, "digits", recipe.get("epoch_eval")))
     assert (root / STALE_STATE).is_file()
 
 
