@@ -128,7 +128,7 @@ def report(res: dict) -> str:
              "| path | transform | images | wall s | CPU s | images / wall s | images / CPU s (one worker) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for (path, name), r in per.items():
-        lines.append(f"| {path} | {name} | {r['images']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+        lines.append(f"| {path} | {name} | {r['images']} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} | "
                      f"{r['images'] / r['wall_s']:.0f} | {_rate(r):.0f} |")
     lines += ["", f"The cache holds {res['cache_bytes'] / res['n'] / 1e3:.0f} KB per image (256 x 341 x 3 bytes for "
               "these 4:3 images; 1.143 x the 224 px training size, the evaluation resize); at that size: "
