@@ -232,7 +232,8 @@ def scratch_run(tiny_run, tmp_path_factory):
         ("report/figures/cutoff.py", {"figure", "all_figures"}),
         ("report/claims.py", {"claims", "all_figures"}),
         ("report/tables.py", DOWNSTREAM_OF_EVAL),
-        ("core/evaluation.py", {"evaluate"} | DOWNSTREAM_OF_EVAL),
+        # training jobs import it too: the per-epoch held-out evaluation (eval_each_epoch) runs inside them
+        ("core/evaluation.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
         ("core/training.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
         ("core/attacks.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
         ("core/datasets.py", {"prepare_data", "pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
