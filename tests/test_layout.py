@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from advlayers.tools.sources import imported_modules, library_files
+from advlayers.tools.sources import imported_modules, library_files, module_files
 
 from helpers import REPO
 
@@ -121,6 +121,19 @@ def test_each_rule_lists_the_library_files_its_script_imports():
     assert not {f for f in files if f.startswith(("advlayers/report/", "advlayers/tools/"))}
     figure = {Path(f).relative_to(SRC).as_posix() for f in library_files(SRC, REPO / "workflow/scripts/figure.py")}
     assert not {f for f in figure if f.startswith(("advlayers/core/", "advlayers/jobs/"))}, figure
+
+
+def test_a_module_left_out_is_not_followed():
+    """Training rules leave out the per-epoch held-out evaluation unless eval_each_epoch is on (common.smk)."""
+    script = REPO / "workflow/scripts/retrain.py"
+    full = set(library_files(SRC, script, relative_to=SRC))
+    without = set(library_files(SRC, script, relative_to=SRC, without=("advlayers.core.epoch_eval",)))
+    held_out = set(module_files(SRC, "advlayers.core.epoch_eval", relative_to=SRC))
+    assert {"advlayers/core/epoch_eval.py", "advlayers/core/evaluation.py"} <= full - without
+    assert {"advlayers/core/training.py", "advlayers/core/attacks.py"} <= without  # still reached otherwise
+    assert full == without | held_out
+    with pytest.raises(ValueError, match="not a module"):
+        module_files(SRC, "advlayers.core.no_such_module")
 
 
 def test_public_api_is_importable_from_the_package():

@@ -198,8 +198,8 @@ def test_nothing_to_do_after_a_run(tiny_run):
     assert dry_run(tiny_run, *TARGETS, "--configfile", "tiny.yaml") == {}
 
 
-def _jobs_after_edit(root, relpath):
-    """Dry-run jobs after a change to one file (content and mtime restored afterwards).
+def _jobs_after_edit(root, relpath, *args, configfile="tiny.yaml"):
+    """Dry-run jobs after a change to one file (content and mtime restored afterwards; `args` for the dry run).
 
     Snakemake 9 reruns a job for a newer input only if the input's content differs from the checksum it
     recorded, so the edit changes the content (a comment), not just the modification time.
@@ -210,7 +210,7 @@ def _jobs_after_edit(root, relpath):
     path.write_text(original + "\n# changed\n")
     os.utime(path, (newer, newer))
     try:
-        return dry_run(root, *TARGETS, "--configfile", "tiny.yaml")
+        return dry_run(root, *TARGETS, "--configfile", configfile, *args)
     finally:
         path.write_text(original)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -232,7 +232,7 @@ def scratch_run(tiny_run, tmp_path_factory):
         ("report/figures/cutoff.py", {"figure", "all_figures"}),
         ("report/claims.py", {"claims", "all_figures"}),
         ("report/tables.py", DOWNSTREAM_OF_EVAL),
-        # training jobs import it too: the per-epoch held-out evaluation (eval_each_epoch) runs inside them
+        # training jobs too: tests/tiny.yaml turns on the per-epoch held-out evaluation, which runs inside them
         ("core/evaluation.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
         ("core/training.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
         ("core/attacks.py", {"pretrain", "retrain", "evaluate"} | DOWNSTREAM_OF_EVAL),
@@ -244,6 +244,21 @@ def scratch_run(tiny_run, tmp_path_factory):
 def test_library_change_reruns_its_users(scratch_run, library_file, rules):
     jobs = _jobs_after_edit(scratch_run, f"src/advlayers/{library_file}")
     assert set(jobs) == rules
+
+
+@pytest.mark.slow
+def test_evaluation_change_reruns_no_training_where_eval_each_epoch_is_off(scratch_run):
+    """Training jobs depend on the evaluation code only where they run the per-epoch held-out evaluation (the tiny
+    run has it on: above, they rerun). Off, an edit of core/evaluation.py reruns evaluations only. Mtime triggers
+    alone here: turning it off changes the training jobs' params, which would rerun them whatever the inputs."""
+    config = yaml.safe_load((scratch_run / "tiny.yaml").read_text())
+    del config["datasets"]["digits"]["eval_each_epoch"]
+    (scratch_run / "tiny_off.yaml").write_text(yaml.safe_dump(config))
+    on = _jobs_after_edit(scratch_run, "src/advlayers/core/evaluation.py", "--rerun-triggers", "mtime")
+    off = _jobs_after_edit(scratch_run, "src/advlayers/core/evaluation.py", "--rerun-triggers", "mtime",
+                           configfile="tiny_off.yaml")
+    assert {"pretrain", "retrain", "evaluate"} <= set(on)
+    assert set(off) == {"evaluate"} | DOWNSTREAM_OF_EVAL
 
 
 def _with_config(root, edit):

@@ -17,7 +17,7 @@ sys.path.insert(0, str(SRC))  # this checkout's library; the grid imports no tor
 from advlayers.grid import conf, layout, plan, rebuild, sharding, validate  # noqa: E402
 from advlayers.grid.vocabulary import MODULE_LAYERS, ConfigError, Setting  # noqa: E402
 from advlayers.tools.sizing import Runtimes  # noqa: E402  (torch-free: the cost model sizes the time limits)
-from advlayers.tools.sources import library_files  # noqa: E402
+from advlayers.tools.sources import library_files, module_files  # noqa: E402
 
 # --------------------------------------------------------------------------- config validation
 # The schema first (types, unknown keys, enums, defaults), then names, cross-references and dataset folders,
@@ -128,10 +128,24 @@ def benchmark_of(rule):
 # inputs, so a changed file reruns exactly the jobs that use it.
 
 
-def library(rule_name):
-    """The library files the rule's script (workflow/scripts/<rule>.py) runs, relative to the working directory."""
+def library(rule_name, without=()):
+    """The library files the rule's script (workflow/scripts/<rule>.py) runs, relative to the working directory
+    (`without`: modules not followed, see `training_library`)."""
     script = REPO / "workflow" / "scripts" / f"{rule_name}.py"
-    return [os.path.relpath(p) for p in library_files(SRC, script)]
+    return [os.path.relpath(p) for p in library_files(SRC, script, without=tuple(without))]
+
+
+# The per-epoch held-out evaluation runs inside training jobs only where eval_each_epoch is on: there a change to
+# the evaluation code reruns the dataset's training jobs; elsewhere training does not depend on it (an edit of
+# core/evaluation.py reruns evaluations, not every training job).
+HELD_OUT_EVALUATION = "advlayers.core.epoch_eval"
+
+
+def training_library(rule_name):
+    """`library(rule_name)` of a training rule, with the held-out evaluation's files for datasets that run it."""
+    base = library(rule_name, without=(HELD_OUT_EVALUATION,))
+    held_out = sorted(set(os.path.relpath(p) for p in module_files(SRC, HELD_OUT_EVALUATION)) - set(base))
+    return lambda wc: base + (held_out if conf.epoch_eval_settings(config, wc.dataset) else [])
 
 
 # --------------------------------------------------------------------------- inputs of evaluation and figure jobs

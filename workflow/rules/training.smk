@@ -6,7 +6,7 @@ rule pretrain:
     """Train a fresh net on the whole training set, conventionally or adversarially."""
     input:
         data=lambda wc: layout.data_path(wc.dataset),
-        library=library("pretrain"),
+        library=training_library("pretrain"),
         # a net with published weights is imported instead (rule import_pretrained): this rule cannot make it
         published=lambda wc: conf.not_trained_marker(config, wc.dataset, wc.arch, wc.pretraining),
     output:
@@ -67,7 +67,7 @@ rule retrain:
         pretrained=rules.pretrain.output.model,
         # written while the DAG is built when the group folder lacks a cell's checkpoint (advlayers.grid.rebuild)
         rebuild=lambda wc: rebuild.group_rebuild_marker(config, setting(wc), wc.group),
-        library=library("retrain"),
+        library=training_library("retrain"),
     output:
         directory(layout.pattern("group")),
     params:

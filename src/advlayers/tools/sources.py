@@ -50,14 +50,30 @@ def imported_modules(src: Path, path: Path, module: str = "", is_package: bool =
     return {m for m in found if _module_file(src, m) is not None}
 
 
-def library_files(src: str | Path, script: str | Path, relative_to: str | Path | None = None) -> list[str]:
-    """Every library file `script` runs (sorted): its advlayers imports, theirs, and their packages' __init__.py."""
+def library_files(src: str | Path, script: str | Path, relative_to: str | Path | None = None, *,
+                  without: tuple[str, ...] = ()) -> list[str]:
+    """Every library file `script` runs (sorted): its advlayers imports, theirs, and their packages' __init__.py.
+
+    `without`: modules (dotted names) not followed: neither they nor what only they import are listed (for code a
+    job runs only under a setting; `module_files` gives such a module's own list to add where the setting is on).
+    """
     src = Path(src)
+    return _closure(src, sorted(imported_modules(src, Path(script))), set(without), relative_to)
+
+
+def module_files(src: str | Path, module: str, relative_to: str | Path | None = None) -> list[str]:
+    """Every library file importing the advlayers module `module` (dotted) runs: itself, its imports, theirs, ..."""
+    src = Path(src)
+    if _module_file(src, module) is None:
+        raise ValueError(f"{module!r} is not a module under {src}")
+    return _closure(src, [module], set(), relative_to)
+
+
+def _closure(src: Path, todo: list[str], without: set[str], relative_to) -> list[str]:
     seen: set[str] = set()
-    todo = sorted(imported_modules(src, Path(script)))
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in without:
             continue
         seen.add(name)
         parts = name.split(".")
