@@ -196,25 +196,23 @@ def test_four_module_arch_runs_all_figures(tmp_path):
     assert list((root / "results" / "checkpoints").rglob("m1010*")) or list((root / "results").rglob("*m1010*"))
 
 
-MIXED_YAML = """seeds: [0]
-device: cpu
-archs:
-  four: {source: "fournets:build", module_layers: [1, 2, 2, 1], cutoffs: {before: [1, 2, 4], after: [1, 3]}}
-  six: {source: "fournets:build", module_layers: [1, 1, 1, 1, 1, 1]}
-datasets:
-  digits:
-    archs: [four, resnet18, six]
-    recipe: mnist5k-demo
-    recipe_overrides: {epochs: 1, train_subset: 128, batch_size: 64, precision: fp32}
-    eval: {n: 32, eps: 0.1, step_size: 0.04, steps: 2, restarts: 1, batch_size: 64}
-cutoffs:
-  before: [2, 6]
-  after: [5]
-figures:
-  fig2: digits
-resources:
-  threads: 1
-"""  # `six` only plans (its module_layers are not checked against a built net here)
+def _edited(text: str, *replacements: tuple[str, str]) -> str:
+    for old, new in replacements:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+# FOUR_YAML with its own cut-offs for `four`, beside resnet18 and `six` (which only plans: its module_layers are not
+# checked against a built net here), the global cut-offs of six-module archs and no analyses
+MIXED_YAML = _edited(
+    FOUR_YAML,
+    ("module_layers: [1, 2, 2, 1]}", "module_layers: [1, 2, 2, 1], cutoffs: {before: [1, 2, 4], after: [1, 3]}}\n"
+                                    '  six: {source: "fournets:build", module_layers: [1, 1, 1, 1, 1, 1]}'),
+    ("archs: [four]", "archs: [four, resnet18, six]"),
+    ("  before: [1, 4]\n  after: [2]\n", "  before: [2, 6]\n  after: [5]\n"),
+    ('analyses:\n  module_subsets: {dataset: digits, arch: four, subsets: ["1010", "0110"]}\n', ""),
+)
 MIXED_CELLS = {"four": {("before", 1): "m1000", ("before", 2): "m1100", ("before", 4): "m1111",
                         ("after", 1): "m0111", ("after", 3): "m0001"},
                "resnet18": {("before", 2): "m110000", ("before", 6): "m111111", ("after", 5): "m000001"},

@@ -248,23 +248,28 @@ def test_same_seed_bit_identical(digits):
     assert a.spec.width == WIDTH
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def _stopped_after_first_epoch(digits, recipe, state, **kwargs):
+    """Adversarial training of a seed-4 net, stopped at the end of epoch 1 as a killed job would be: its resume
+    state stays at `state`."""
+    def stop_after_first(epoch, model):
+        if epoch == 1:
+            raise _Interrupt
+
+    torch.manual_seed(4)
+    with pytest.raises(_Interrupt):
+        train(build_model("resnet18", 10, 32, seed=4, width=WIDTH), digits.train, recipe, mode="adversarial", seed=4,
+              state_path=state, progress=False, on_epoch_end=stop_after_first, **kwargs)
+
+
 def test_resume_equals_uninterrupted(digits, tmp_path):
     recipe = tiny_recipe(train_subset=128, epochs=2)
     full = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, progress=False, width=WIDTH)
     state = tmp_path / "state.pt"
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_first(epoch, model):
-        if epoch == 1:
-            raise Interrupt
-
-    model = build_model("resnet18", 10, 32, seed=4, width=WIDTH)
-    torch.manual_seed(4)
-    with pytest.raises(Interrupt):
-        train(model, digits.train, recipe, mode="adversarial", seed=4, state_path=state, progress=False,
-              on_epoch_end=stop_after_first)
+    _stopped_after_first_epoch(digits, recipe, state)
     assert state.exists()
     torch.manual_seed(999)  # the resumed run must not depend on the caller's RNG
     resumed = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, state_path=state, progress=False,
@@ -405,17 +410,7 @@ def test_epoch_eval_records_tuning_accuracy_changes_nothing_and_resumes_identica
         (direct["clean_acc"], direct["robust_acc"])
 
     state = tmp_path / "state.pt"
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_first(epoch, model):
-        if epoch == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(build_model("resnet18", 10, 32, seed=4, width=WIDTH), digits.train, recipe, mode="adversarial", seed=4,
-              state_path=state, progress=False, on_epoch_end=stop_after_first, epoch_eval=ev)
+    _stopped_after_first_epoch(digits, recipe, state, epoch_eval=ev)
     torch.manual_seed(999)
     resumed = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, state_path=state, progress=False,
                        width=WIDTH, epoch_eval=ev)
@@ -424,9 +419,7 @@ def test_epoch_eval_records_tuning_accuracy_changes_nothing_and_resumes_identica
     assert [{k: v for k, v in h.items() if k not in timing} for h in resumed.history] == \
         [{k: v for k, v in h.items() if k not in timing} for h in full.history]
     state.unlink()  # a state saved by a run without the evaluation:
-    with pytest.raises(Interrupt):
-        train(build_model("resnet18", 10, 32, seed=4, width=WIDTH), digits.train, recipe, mode="adversarial", seed=4,
-              state_path=state, progress=False, on_epoch_end=stop_after_first)
+    _stopped_after_first_epoch(digits, recipe, state)
     with caplog.at_level(logging.WARNING, logger="advlayers.core.resume"):
         again = pretrain("resnet18", digits, recipe, mode="adversarial", seed=4, state_path=state, progress=False,
                          width=WIDTH, epoch_eval=ev)
