@@ -48,7 +48,8 @@ def rows(runs: dict) -> list[dict]:
             r = hit.iloc[0]
             out.append({"claim": claim, "eps": float(eps), "value": float(r["value"]), "lo": float(r["ci_lo"]),
                         "hi": float(r["ci_hi"]), "threshold": r["threshold"], "verdict": str(r["verdict"]),
-                        "unadjusted": str(r["verdict_unadjusted"]), "statistic": str(r["statistic"])})
+                        "unadjusted": str(r["verdict_unadjusted"]), "statistic": str(r["statistic"]),
+                        "familywise": bool(r["holds_familywise"]) if "holds_familywise" in r.index else False})
     return out
 
 
@@ -92,11 +93,11 @@ def markdown(table: list[dict]) -> str:
         for e in epss:
             hit = [r for r in table if r["claim"] == claim and r["eps"] == e]
             cells.append("" if not hit else f"{hit[0]['value']:.2f} [{hit[0]['lo']:.2f}, {hit[0]['hi']:.2f}] "
-                         f"{hit[0]['verdict']}" + (f" ({hit[0]['unadjusted']})" if hit[0]["verdict"] == "confounded"
-                                                   else ""))
+                         f"{hit[0]['verdict']}" + (" fw" if hit[0]["familywise"] else "")
+                         + (f" ({hit[0]['unadjusted']})" if hit[0]["verdict"] == "confounded" else ""))
         if any(cells):
             lines.append(f"| {claim} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", "value [95% interval] verdict; fw: holds family-wise (Holm over the run's claims)"])
 
 
 def main(argv=None) -> None:

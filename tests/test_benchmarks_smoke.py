@@ -8,6 +8,7 @@ import ast
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -239,7 +240,8 @@ def test_ablation_eps_figure_from_two_runs(tmp_path):
 
     def run(folder, value, verdict):
         rows = [{"claim": c, "statistic": "s", "value": value, "ci_lo": value - 0.05, "ci_hi": value + 0.05,
-                 "threshold": 0.25, "verdict": verdict, "verdict_unadjusted": "holds"} for c in ("A", "C2", "C5a")]
+                 "threshold": 0.25, "verdict": verdict, "verdict_unadjusted": "holds",
+                 "holds_familywise": verdict == "holds"} for c in ("A", "C2", "C5a")]
         path = tmp_path / folder / "results" / "tables" / "claims.parquet"
         path.parent.mkdir(parents=True)
         write_parquet(path, rows, metadata={"inputs": {}})
@@ -252,10 +254,11 @@ def test_ablation_eps_figure_from_two_runs(tmp_path):
            "--run", f"0.1={tmp_path / 'eps0.1'}", "--out", str(out), "--markdown"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "| C2 | 0.12 [0.07, 0.17] holds | 0.08 [0.03, 0.13] confounded (holds) |" in done.stdout
+    assert "| C2 | 0.12 [0.07, 0.17] holds fw | 0.08 [0.03, 0.13] confounded (holds) |" in done.stdout
     assert out.stat().st_size > 10_000
-    data = bytearray(bad.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    bad.write_bytes(bytes(data))
+    # damage the stored value 0.12 (a flip elsewhere may hit bytes that no value depends on, e.g. page statistics)
+    data = bad.read_bytes()
+    assert struct.pack("<d", 0.12) in data
+    bad.write_bytes(data.replace(struct.pack("<d", 0.12), struct.pack("<d", 0.13)))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "claims.parquet" in done.stderr
