@@ -45,9 +45,14 @@ def rows(runs: dict) -> list[dict]:
             hit = table[table["claim"] == claim]
             if hit.empty:
                 continue
+            if len(hit) > 1:  # several datasets, archs or attacks: which one the ablation is about is not ours to pick
+                where = sorted({f"{d}/{a}/{k}" for d, a, k in zip(hit["dataset"], hit["arch"], hit["attack"])})
+                raise SystemExit(f"{folder}: {len(hit)} rows of claim {claim} ({', '.join(where)}); the ablation "
+                                 "compares runs of one dataset, arch and attack (the demo's and its eps variant)")
             r = hit.iloc[0]
             out.append({"claim": claim, "eps": float(eps), "value": float(r["value"]), "lo": float(r["ci_lo"]),
-                        "hi": float(r["ci_hi"]), "threshold": r["threshold"], "verdict": str(r["verdict"]),
+                        "hi": float(r["ci_hi"]), "threshold": r["threshold"],
+                        "side": str(r["side"]), "verdict": str(r["verdict"]),
                         "unadjusted": str(r["verdict_unadjusted"]), "statistic": str(r["statistic"]),
                         "familywise": bool(r["holds_familywise"]) if "holds_familywise" in r.index else False})
     return out
@@ -73,7 +78,10 @@ def figure(table: list[dict], out: Path) -> None:
             ax.errorbar([x], [r["value"]], yerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", color="k", capsize=3)
             ax.annotate(r["verdict"], (x, r["value"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
         with contextlib.suppress(TypeError, ValueError):
-            ax.axhline(float(mine[0]["threshold"]), color="tab:red", lw=0.8, ls="--")
+            threshold = float(mine[0]["threshold"])
+            # a plateau claim (side "inside ±") holds when the interval lies inside (-threshold, +threshold)
+            for t in (-threshold, threshold) if mine[0]["side"].startswith("inside") else (threshold,):
+                ax.axhline(t, color="tab:red", lw=0.8, ls="--")
         ax.set_xticks(xs, [f"eps {r['eps']:g}" for r in mine])
         ax.set_xlim(-0.6, len(mine) - 0.4)
         ax.set_title(claim, fontsize=9)

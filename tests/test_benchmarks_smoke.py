@@ -240,8 +240,9 @@ def test_ablation_eps_figure_from_two_runs(tmp_path):
 
     def run(folder, value, verdict):
         rows = [{"claim": c, "statistic": "s", "value": value, "ci_lo": value - 0.05, "ci_hi": value + 0.05,
-                 "threshold": 0.25, "verdict": verdict, "verdict_unadjusted": "holds",
-                 "holds_familywise": verdict == "holds"} for c in ("A", "C2", "C5a")]
+                 "threshold": 0.25, "side": "inside ±" if c == "C5b" else "<", "verdict": verdict,
+                 "verdict_unadjusted": "holds", "holds_familywise": verdict == "holds", "dataset": "mnist5k",
+                 "arch": "resnet18", "attack": "PGD-10"} for c in ("A", "C2", "C5a", "C5b")]
         path = tmp_path / folder / "results" / "tables" / "claims.parquet"
         path.parent.mkdir(parents=True)
         write_parquet(path, rows, metadata={"inputs": {}})
@@ -256,6 +257,13 @@ def test_ablation_eps_figure_from_two_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| C2 | 0.12 [0.07, 0.17] holds fw | 0.08 [0.03, 0.13] confounded (holds) |" in done.stdout
     assert out.stat().st_size > 10_000
+    twice = tmp_path / "twice"  # a run with two rows of a claim (two archs): refused, not the first one taken
+    write_parquet(twice / "results" / "tables" / "claims.parquet",
+                  [{"claim": "C2", "value": 0.1, "dataset": "mnist5k", "arch": a, "attack": "PGD-10"}
+                   for a in ("resnet18", "vgg11_bn")], metadata={"inputs": {}})
+    two = subprocess.run([*cmd[:2], "--run", f"0.1={twice}", "--out", str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode != 0 and "2 rows of claim C2" in two.stderr and "vgg11_bn" in two.stderr
     # damage the stored value 0.12 (a flip elsewhere may hit bytes that no value depends on, e.g. page statistics)
     data = bad.read_bytes()
     assert struct.pack("<d", 0.12) in data
