@@ -106,7 +106,7 @@ def beyond_config_attack(model, part, identity: dict, cell: str, outcomes, eps: 
     robust = torch.from_numpy(mine["robust_correct"].to_numpy(bool).copy())
     index = torch.from_numpy(mine["test_index"].to_numpy("int64").copy())
     own, n = str(mine["attack"].iloc[0]), len(robust)
-    result = {own: int(robust.sum()) / n, "clean": float(mine["clean_correct"].mean())}
+    result = {own: int(robust.sum()) / n, "clean": float(mine["clean_correct"].mean()), "n": n}
     names = [own]
     spec = AutoAttackSpec(eps, version="custom", attacks=tuple(extra), seed=seed)
     survivors = index[robust]
@@ -133,6 +133,9 @@ def measure(args) -> list[dict]:
 
     config = validate.load(args.configfile, roots=False)
     outcomes = run_outcomes(args.workdir) if args.beyond else None
+    if outcomes is not None and set(outcomes["image_part"]) != {args.images}:
+        raise SystemExit(f"--images {args.images}: the run's outcomes are of the {'/'.join(sorted(set(outcomes['image_part'])))} "
+                         "images, the only ones --beyond can attack (their survivors); pass that part")
     rows = []
     for setting, cells in plan.cells(config).items():
         if args.seeds is not None and setting.seed not in args.seeds:
@@ -142,7 +145,7 @@ def measure(args) -> list[dict]:
                                            ("step_size", args.pgd_step_size)) if v is not None})
         data = load_prepared(Path(args.workdir) / layout.data_path(setting.dataset))
         part = eval_images(data, settings)
-        attack = ensemble(settings, args.apgd_steps)
+        attack = None if args.beyond else ensemble(settings, args.apgd_steps)
         for cell in (c for c in (args.cells or KEY_CELLS) if c == "pretrained" or c in cells):
             path = Path(args.workdir) / plan.net_path(config, setting, cell)
             model, _ = load_checkpoint(path, expect={**setting.identity(), "cell": cell})
@@ -154,7 +157,7 @@ def measure(args) -> list[dict]:
                 names = [a.name for a in attack.stages]
             rows.append({**setting.identity(), "cell": cell, "images": args.images,
                          "n": settings["n"] or len(part), "attacks": names,
-                         "apgd_steps": args.apgd_steps, **result})
+                         "apgd_steps": None if args.beyond else args.apgd_steps, **result})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -208,6 +211,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="raw rows (default benchmarks/_work/eval_strength_<images>.json)")
     p.add_argument("--markdown", action="store_true", help="print the markdown table")
     args = p.parse_args(argv)
+    ignored = [f"--{k.replace('_', '-')}" for k in ("pgd_steps", "pgd_restarts", "pgd_step_size", "apgd_steps")
+               if getattr(args, k) != p.get_default(k)]
+    if args.beyond and ignored:  # the survivors come from the run's own evaluation: its attack is fixed
+        raise SystemExit(f"{', '.join(ignored)}: not used with --beyond (it attacks the survivors of the run's own "
+                         "evaluation, read from its outcomes); leave them out")
     unknown = sorted(set(args.cells or ()) - set(KEY_CELLS))
     if unknown:
         raise SystemExit(f"--cells {unknown}: not key cells; valid: {', '.join(KEY_CELLS)}")

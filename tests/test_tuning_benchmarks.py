@@ -85,3 +85,17 @@ def test_choose_apgd_steps_applies_the_registered_rule():
     strict = choose.choose(reference, {25: near}, g_tolerance=0.001)
     assert strict[0] == 100  # nothing qualifies: the reference itself
     assert "apgd_steps 10:" in choose.table(reference, {10: far, 25: near}, verdicts)
+
+
+def test_beyond_refuses_settings_it_would_ignore(strength, tmp_path):
+    """--beyond attacks the survivors of the run's own evaluation (its outcomes): a PGD/APGD setting given with it
+    would be silently unused, and images of another part have no survivors to read: both are refused."""
+    from advlayers.grid import layout
+    from advlayers.io import write_parquet
+
+    with pytest.raises(SystemExit, match="--pgd-steps: not used with --beyond"):
+        strength.main(["--images", "confirmation", "--beyond", "apgd-t", "--pgd-steps", "5", "--workdir", str(tmp_path)])
+    write_parquet(tmp_path / layout.table_path("outcomes"),
+                  [{"image_part": "confirmation", "cell": "pretrained", "robust_correct": True}], metadata={"inputs": {}})
+    with pytest.raises(SystemExit, match="outcomes are of the confirmation images"):
+        strength.main(["--images", "tuning", "--beyond", "apgd-t", "--workdir", str(tmp_path)])
