@@ -72,19 +72,27 @@ def attack_name() -> str:
     return attack_from_settings({**demo()["eval"], "attack": ATTACK_KIND}).name
 
 
+def pretraining() -> str:
+    """The demo's pretraining (recipe, overrides, width) as recorded in every row: A and B combine a pretrained
+    net's G with controls retrained from that same net, never from a net of an earlier config."""
+    return f"recipe={demo()['recipe']},width={demo()['width']},{setting_name(pretrain_overrides())}"
+
+
 def done() -> dict:
-    """{(seed, setting, net): row} measured under the current attack (rows without `attack` were PGD-10's)."""
-    found, name = {}, attack_name()
+    """{(seed, setting, net): row} measured under the current attack (rows without `attack` were PGD-10's) from
+    the current pretraining (rows that do not record theirs are not used)."""
+    found, name, current = {}, attack_name(), pretraining()
     if RESULTS.exists():
         for line in RESULTS.read_text().splitlines():
             r = json.loads(line)
-            if r.get("attack", "PGD-10") == name:
+            if r.get("attack", "PGD-10") == name and r.get("pretraining") == current:
                 found[(r["seed"], r["setting"], r["net"])] = r
     return found
 
 
 def record(row: dict) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
+    row = {**row, "pretraining": pretraining()}
     with RESULTS.open("a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)

@@ -99,3 +99,19 @@ def test_beyond_refuses_settings_it_would_ignore(strength, tmp_path):
                   [{"image_part": "confirmation", "cell": "pretrained", "robust_correct": True}], metadata={"inputs": {}})
     with pytest.raises(SystemExit, match="outcomes are of the confirmation images"):
         strength.main(["--images", "tuning", "--beyond", "apgd-t", "--workdir", str(tmp_path)])
+
+
+def test_tuning_rows_of_another_pretraining_are_not_reused(tune, tmp_path, monkeypatch):
+    """A control retrained from the nets of an earlier config must not meet the G of the current one."""
+    import json
+
+    monkeypatch.setattr(tune, "WORK", tmp_path)
+    monkeypatch.setattr(tune, "RESULTS", tmp_path / "results.jsonl")
+    old = {"seed": 0, "setting": "epochs=5", "net": "conventional", "attack": tune.attack_name(), "robust_acc": 0.5,
+           "pretraining": "recipe=mnist5k-demo,width=0.5,epochs=3"}
+    tune.RESULTS.write_text(json.dumps(old) + "\n" + json.dumps({k: v for k, v in old.items() if k != "pretraining"})
+                            + "\n")
+    assert tune.done() == {}
+    tune.record({**old, "robust_acc": 0.6, "pretraining": None})
+    assert [r["robust_acc"] for r in tune.done().values()] == [0.6]
+    assert tune.done()[(0, "epochs=5", "conventional")]["pretraining"] == tune.pretraining()
