@@ -3,7 +3,8 @@
 Small sets are held in memory as uint8 tensors (`TensorSplit`, which can live on the GPU) and augmented a whole
 batch at a time. Image folders are streamed from disk through a `DataLoader` (`FolderSplit`). Both draw
 shuffling and augmentation only from the ``generator`` passed to ``batches``, so a run is reproducible from one
-seed; `epoch_batches` is the training loop's view (ranks of a DDP group, resuming mid-epoch).
+seed; unshuffled, unaugmented batches (evaluation's) draw nothing at all. `epoch_batches` is the training loop's
+view (ranks of a DDP group, resuming mid-epoch).
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ class FolderSplit:
                 device="cpu", progress: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         device = torch.device(device)
         count = _num_batches(len(self), batch_size, drop_last)
-        seed = int(torch.randint(2**62, (), generator=generator))
+        # nothing random (evaluation): no draw, so that a caller without a generator leaves the global RNG, which
+        # dropout draws from, where it was (config eval_each_epoch: training unchanged)
+        seed = int(torch.randint(2**62, (), generator=generator)) if shuffle or augment else 0
         loader = torch.utils.data.DataLoader(
             self.dataset(augment, seed), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
             num_workers=self.num_workers,
