@@ -57,7 +57,8 @@ def test_cache_build_records_its_source_and_matches_pil_decoding(prepared):
         header = read_json(folder / f"{split}.json")
         assert manifest["cache"][split] == header["self_sha256"]
         assert header["format"] == decode_cache.CACHE_FORMAT and header["n"] == n and header["size"] == 37
-        assert header["source"]["root"] == str(root / split) and header["advlayers_version"]
+        assert header["source"]["root"] == str(root / split) and "git_commit" not in header
+        assert read_json(folder / f"{split}.provenance.json")["pillow_version"]
         index = np.load(folder / f"{split}.index.npy", allow_pickle=False)
         data = np.fromfile(folder / f"{split}.u8", dtype=np.uint8)
         assert index.shape == (n, 5) and header["data_bytes"] == len(data) == int((index[:, 1] * index[:, 2] * 3).sum())
@@ -69,6 +70,20 @@ def test_cache_build_records_its_source_and_matches_pil_decoding(prepared):
             assert np.array_equal(data[offset:offset + h * w * 3].reshape(h, w, 3), expected)
     prepare_folder("shapes", root, out, image_size=32, decode="cache")  # an identical rebuild: the same digests
     assert read_json(out)["cache"] == manifest["cache"]
+
+
+def test_rebuild_at_another_commit_keeps_the_manifest(prepared, monkeypatch):
+    """The code that made a cache is recorded beside it, not in the digested header: a rebuild of the same images at
+    another commit (or in a dirty checkout) gives the same header digests and so the same prepared-data manifest,
+    whose sha256 every checkpoint trained on it records (jobs/evaluate.py refuses another)."""
+    root, out = prepared
+    before = read_json(out)
+    monkeypatch.setattr("advlayers.provenance.git_state", lambda: ("f" * 40, True))
+    prepare_folder("shapes", root, out, image_size=32, decode="cache")
+    after = read_json(out)
+    assert after["cache"] == before["cache"] and after["self_sha256"] == before["self_sha256"]
+    made = read_json(out.parent / "shapes.cache" / "train.provenance.json")
+    assert made["git_commit"] == "f" * 40 and made["git_dirty"] is True and made["advlayers_version"]
 
 
 def test_eval_batches_equal_the_pil_path_and_train_batches_are_seeded(prepared):
