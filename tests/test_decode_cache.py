@@ -246,6 +246,24 @@ def test_named_dataset_end_to_end_and_config(tmp_path):
     check(good, root_exists=lambda *a: None)
 
 
+@pytest.mark.parametrize("decode", [None, "pil"])
+def test_cache_size_without_the_cache_is_a_config_error(tmp_path, decode):
+    """cache_size sizes the decoded-image cache only: with `decode: pil` (or no decode) it would be ignored."""
+    from advlayers.grid.validate import apply_schema, check
+    from advlayers.grid.vocabulary import ConfigError
+
+    imagenet = {"root": str(tmp_path / "imagenet"), "archs": ["resnet50"], "recipe": "imagenet",
+                "eval": {"n": 2, "eps": 0.01, "step_size": 0.01, "steps": 1}, "cache_size": 300}
+    if decode is not None:
+        imagenet["decode"] = decode
+    config = {"datasets": {"imagenet": imagenet}, "cutoffs": {"before": [1], "after": [5]}}
+    with pytest.raises(ConfigError, match=r"^config error: datasets.imagenet.cache_size = 300 is not valid; valid "
+                                          r"choices: null \(it sizes the cache of decode: cache only\)$"):
+        check(apply_schema(copy.deepcopy(config)), root_exists=lambda *a: None)
+    imagenet["decode"] = "cache"
+    check(apply_schema(config), root_exists=lambda *a: None)
+
+
 def test_prepare_data_job_builds_the_cache(tmp_path):
     """The workflow's prepare_data job with `decode: cache` (its params name the key only then): the manifest and
     the cache beside it, read back as CacheSplits; a dry run then has nothing to redo."""
