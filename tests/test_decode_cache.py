@@ -194,10 +194,14 @@ def test_corrupt_cache_is_refused(prepared, damage):
         data = bytearray((folder / "train.u8").read_bytes())
         data[100] ^= 1
         (folder / "train.u8").write_bytes(bytes(data))
-        ds = _loaded(out)  # opening checks lengths and digests of the small files; each image is checked when read
-        with pytest.raises(ArtifactError, match=r"train.u8 is corrupt: image 0 does not match its crc32; rebuild it: "
-                                                r"rerun its prepare_data job \(`snakemake -f .*data/shapes.json`\)"):
-            list(ds.train.batches(6))
+        match = (r"^decoded-image cache \S+train.u8 is corrupt: image 0 does not match its crc32; rebuild it: rerun "
+                 r"its prepare_data job \(`snakemake -f \S+data/shapes.json`\)$")  # one line, from a worker too
+        for workers in (0, 1):
+            ds = _loaded(out, workers)  # opening checks the small files; each image is checked when read
+            with pytest.raises(ArtifactError, match=match):
+                list(ds.train.batches(6))
+            with pytest.raises(ArtifactError, match=match):
+                list(epoch_batches(ds.train, 6, torch.Generator().manual_seed(0)))
         return
     with pytest.raises(ArtifactError, match=match):
         load_prepared(out)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .._torchvision import torchvision
 from ..grid import vocabulary as vocab
+from ..io import ArtifactError
 
 FOLDER_IMAGE_SIZE = 224  # paper: ImageNet-style training resolution
 
@@ -210,8 +211,20 @@ class FolderSplit:
             num_workers=self.num_workers,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
         )
-        for x, y in _progress(loader, count, progress):
+        for x, y in _progress(_unwrapped(loader), count, progress):
             yield _to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+
+
+def _unwrapped(loader):
+    """`loader`'s batches; an ArtifactError raised in a worker (a decoded-image cache's crc32 mismatch) comes back as
+    its own one line, not as PyTorch's re-raise with the worker's whole traceback in the message."""
+    try:
+        yield from loader
+    except ArtifactError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) < 2 or not lines[0].startswith("Caught "):  # raised in this process: already one line
+            raise
+        raise ArtifactError(lines[-1].partition(f"{type(e).__name__}: ")[2] or lines[-1]) from None
 
 
 def _to_float(x: Tensor) -> Tensor:
@@ -289,5 +302,5 @@ def epoch_batches(split, batch_size: int, generator: torch.Generator, *, rank: i
         split.dataset(True, seed), batch_sampler=slices,
         num_workers=split.num_workers, pin_memory=device.type == "cuda",
     )
-    for i, (x, y) in zip(steps, loader):
+    for i, (x, y) in zip(steps, _unwrapped(loader)):
         yield i, _to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
