@@ -277,6 +277,8 @@ def test_pretrain_eval_each_epoch_from_the_command_line(pretrained, tmp_path, ca
               "mnist5k-demo", *TINY, "--state", tmp_path / "s", "--out", tmp_path / "o.pt", "--initial",
               tmp_path / "i.pt", "--device", "cpu"]
     assert_one_line_error(in_process(capsys, *common, "--eval-each-epoch", "[1]"), "JSON object")
+    assert_one_line_error(in_process(capsys, *common, "--eval-each-epoch", json.dumps({**settings, "restarts": 3})),
+                          "eval_each_epoch.restarts = 3 is not valid; valid choices: 1")
     assert in_process(capsys, *common, "--eval-each-epoch", json.dumps(settings)).returncode == 0
     meta = read_checkpoint(tmp_path / "o.pt")["meta"]
     assert meta["eval_each_epoch"] == settings

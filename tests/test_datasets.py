@@ -331,6 +331,25 @@ def test_folder_batches_reproducible_and_worker_independent(imagenette_tgz):
     assert split.to("cpu") is split
 
 
+def test_folder_evaluation_leaves_the_global_rng_alone(imagenette_tgz):
+    """Unshuffled, unaugmented batches (evaluation's) draw nothing from torch's global RNG: the held-out evaluation
+    after each epoch (config eval_each_epoch) must not move the stream dropout draws from."""
+    from advlayers.core.attacks import AttackSpec
+    from advlayers.core.evaluation import evaluate
+    from helpers import small_net
+
+    split = load_dataset("imagenette", imagenette_tgz, image_size=32).test
+    split.num_workers = 0
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    for workers in (0, 1):
+        split.num_workers = workers
+        assert len(list(split.batches(4, shuffle=False, augment=False))) == 2
+        assert torch.equal(torch.get_rng_state(), before)
+    evaluate(small_net(), split, AttackSpec(0.1, 0.04, 2), n=4, batch_size=2, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_default_workers_share_the_allocated_cpus_between_local_ranks(monkeypatch):
     """Workers follow the CPUs the job may use (a SLURM allocation, not the node's count), divided among the
     node's DDP ranks: 8 ranks with 8 workers each on 8 allocated CPUs would run 64 decoders on 8 cores."""

@@ -57,7 +57,8 @@ def test_cache_build_records_its_source_and_matches_pil_decoding(prepared):
         header = read_json(folder / f"{split}.json")
         assert manifest["cache"][split] == header["self_sha256"]
         assert header["format"] == decode_cache.CACHE_FORMAT and header["n"] == n and header["size"] == 37
-        assert header["source"]["root"] == str(root / split) and header["advlayers_version"]
+        assert header["source"]["root"] == str(root / split) and "git_commit" not in header
+        assert read_json(folder / f"{split}.provenance.json")["pillow_version"]
         index = np.load(folder / f"{split}.index.npy", allow_pickle=False)
         data = np.fromfile(folder / f"{split}.u8", dtype=np.uint8)
         assert index.shape == (n, 5) and header["data_bytes"] == len(data) == int((index[:, 1] * index[:, 2] * 3).sum())
@@ -69,6 +70,20 @@ def test_cache_build_records_its_source_and_matches_pil_decoding(prepared):
             assert np.array_equal(data[offset:offset + h * w * 3].reshape(h, w, 3), expected)
     prepare_folder("shapes", root, out, image_size=32, decode="cache")  # an identical rebuild: the same digests
     assert read_json(out)["cache"] == manifest["cache"]
+
+
+def test_rebuild_at_another_commit_keeps_the_manifest(prepared, monkeypatch):
+    """The code that made a cache is recorded beside it, not in the digested header: a rebuild of the same images at
+    another commit (or in a dirty checkout) gives the same header digests and so the same prepared-data manifest,
+    whose sha256 every checkpoint trained on it records (jobs/evaluate.py refuses another)."""
+    root, out = prepared
+    before = read_json(out)
+    monkeypatch.setattr("advlayers.provenance.git_state", lambda: ("f" * 40, True))
+    prepare_folder("shapes", root, out, image_size=32, decode="cache")
+    after = read_json(out)
+    assert after["cache"] == before["cache"] and after["self_sha256"] == before["self_sha256"]
+    made = read_json(out.parent / "shapes.cache" / "train.provenance.json")
+    assert made["git_commit"] == "f" * 40 and made["git_dirty"] is True and made["advlayers_version"]
 
 
 def test_eval_batches_equal_the_pil_path_and_train_batches_are_seeded(prepared):
@@ -179,10 +194,14 @@ def test_corrupt_cache_is_refused(prepared, damage):
         data = bytearray((folder / "train.u8").read_bytes())
         data[100] ^= 1
         (folder / "train.u8").write_bytes(bytes(data))
-        ds = _loaded(out)  # opening checks lengths and digests of the small files; each image is checked when read
-        with pytest.raises(ArtifactError, match=r"train.u8 is corrupt: image 0 does not match its crc32; rebuild it: "
-                                                r"rerun its prepare_data job \(`snakemake -f .*data/shapes.json`\)"):
-            list(ds.train.batches(6))
+        match = (r"^decoded-image cache \S+train.u8 is corrupt: image 0 does not match its crc32; rebuild it: rerun "
+                 r"its prepare_data job \(`snakemake -f \S+data/shapes.json`\)$")  # one line, from a worker too
+        for workers in (0, 1):
+            ds = _loaded(out, workers)  # opening checks the small files; each image is checked when read
+            with pytest.raises(ArtifactError, match=match):
+                list(ds.train.batches(6))
+            with pytest.raises(ArtifactError, match=match):
+                list(epoch_batches(ds.train, 6, torch.Generator().manual_seed(0)))
         return
     with pytest.raises(ArtifactError, match=match):
         load_prepared(out)
@@ -229,6 +248,24 @@ def test_named_dataset_end_to_end_and_config(tmp_path):
                                           r"image_size \(224\)"):
         check(apply_schema(small), root_exists=lambda *a: None)
     check(good, root_exists=lambda *a: None)
+
+
+@pytest.mark.parametrize("decode", [None, "pil"])
+def test_cache_size_without_the_cache_is_a_config_error(tmp_path, decode):
+    """cache_size sizes the decoded-image cache only: with `decode: pil` (or no decode) it would be ignored."""
+    from advlayers.grid.validate import apply_schema, check
+    from advlayers.grid.vocabulary import ConfigError
+
+    imagenet = {"root": str(tmp_path / "imagenet"), "archs": ["resnet50"], "recipe": "imagenet",
+                "eval": {"n": 2, "eps": 0.01, "step_size": 0.01, "steps": 1}, "cache_size": 300}
+    if decode is not None:
+        imagenet["decode"] = decode
+    config = {"datasets": {"imagenet": imagenet}, "cutoffs": {"before": [1], "after": [5]}}
+    with pytest.raises(ConfigError, match=r"^config error: datasets.imagenet.cache_size = 300 is not valid; valid "
+                                          r"choices: null \(it sizes the cache of decode: cache only\)$"):
+        check(apply_schema(copy.deepcopy(config)), root_exists=lambda *a: None)
+    imagenet["decode"] = "cache"
+    check(apply_schema(config), root_exists=lambda *a: None)
 
 
 def test_prepare_data_job_builds_the_cache(tmp_path):

@@ -384,6 +384,26 @@ HELDOUT = {"attack": "pgd", "images": "tuning", "n": 32, "eps": 0.1, "step_size"
            "seed": 0, "batch_size": 16}
 
 
+@pytest.mark.parametrize("edit, match", [
+    ({"attack": "fgsm-rs"}, r"eval_each_epoch.attack = 'fgsm-rs' is not valid; valid choices: 'pgd' \(always PGD"),
+    ({"restarts": 5}, r"eval_each_epoch.restarts = 5 is not valid; valid choices: 1 \(always PGD"),
+    ({"images": "confirmation"}, r"eval_each_epoch.images = 'confirmation' is not valid; valid choices: 'tuning'"),
+    ({"step": 0.01}, r"eval_each_epoch settings: unknown key 'step'; valid keys: attack, images, restarts, n, eps, "
+                     r"step_size, steps, seed, batch_size"),
+])
+def test_epoch_eval_settings_it_would_ignore_are_refused(digits, edit, match):
+    """`advlayers pretrain --eval-each-epoch JSON` takes what grid.conf.epoch_eval_settings gives: another attack,
+    other restarts or an unknown key would be silently ignored (PGD with one restart is what runs): one line."""
+    from advlayers.core.epoch_eval import epoch_evaluator
+    from advlayers.grid import conf
+
+    assert set(HELDOUT) == set(conf.EPOCH_EVAL_FIXED) | set(conf.EPOCH_EVAL_KEYS)  # what the workflow passes
+    with pytest.raises(ValueError, match=match) as e:
+        epoch_evaluator(digits, "digits", {**HELDOUT, **edit})
+    assert "\n" not in str(e.value)
+    assert epoch_evaluator(digits, "digits", {k: v for k, v in HELDOUT.items() if k != "restarts"}) is not None
+
+
 def test_epoch_eval_records_tuning_accuracy_changes_nothing_and_resumes_identically(digits, tmp_path, caplog):
     """config eval_each_epoch: each epoch's record gets the clean and PGD accuracy of n TUNING images (exactly
     `evaluate` on the tuning part); the weights and training records are those of a run without it; a run

@@ -9,8 +9,10 @@ that readers memory-map. Per split, in the folder `cache_dir_of(<prepared data m
     <split>.u8          the images' bytes, one after the other
     <split>.index.npy   int64 (N, 5): byte offset, height, width, label, crc32 of the image's bytes (no pickle)
     <split>.json        the header (`io.write_json`, self-digest): format, image count, classes, size, the source
-                        folder's file-list digest and file-size digest, the index's sha256, the data's byte count,
-                        the code and library versions that made it
+                        folder's file-list digest and file-size digest, the index's sha256, the data's byte count;
+                        its self-digest goes into the prepared-data manifest
+    <split>.provenance.json  the code and library versions that made it, and when (not in the header, so that a
+                        rebuild of the same bytes by other code keeps the header's digest; never checked)
 
 `CacheSplit` is a `FolderSplit` (same samples, positions, batching and seeding) whose items come from the cache:
 training RandomResizedCrop + horizontal flip of the uint8 tensor (`_CropFlip`: torchvision's random draws, as the
@@ -70,7 +72,8 @@ def sizes_digest(samples) -> str:
 
 def _paths(folder, split: str) -> dict[str, Path]:
     folder = Path(folder)
-    return {"data": folder / f"{split}.u8", "index": folder / f"{split}.index.npy", "header": folder / f"{split}.json"}
+    return {"data": folder / f"{split}.u8", "index": folder / f"{split}.index.npy", "header": folder / f"{split}.json",
+            "provenance": folder / f"{split}.provenance.json"}
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -110,15 +113,18 @@ def build(split: FolderSplit, root, folder, name: str, size: int, num_workers: i
     env = environment("cpu")
     import PIL
 
+    # beside the header, not in it: the header's digest goes into the prepared-data manifest, whose sha256 every
+    # checkpoint records; a rebuild of the same bytes at another commit must not invalidate them (the index's
+    # crc32s catch changed bytes; CACHE_FORMAT forces rebuilds)
+    write_json(paths["provenance"], {"split": name, "pillow_version": PIL.__version__,
+                                     **{k: env[k] for k in ("advlayers_version", "git_commit", "git_dirty",
+                                                            "torch_version", "torchvision_version", "created")}})
     header = {"format": CACHE_FORMAT, "split": name, "n": len(index), "classes": list(split.classes), "size": size,
               "resize": "PIL bilinear with antialiasing (torchvision Resize on the PIL image), shorter side = size",
               "source": {"root": str(root), "files_digest": files_digest(split.samples, root),
                          "sizes_digest": sizes_digest(split.samples)},
               "index_sha256": sha256_file(paths["index"]), "data_bytes": int(paths["data"].stat().st_size),
-              "index_columns": list(INDEX_COLUMNS), "pillow_version": PIL.__version__,
-              # no time stamp: an identical rebuild gets the same digest (the manifest, and what it fed, stay valid)
-              **{k: env[k] for k in ("advlayers_version", "git_commit", "git_dirty", "torch_version",
-                                     "torchvision_version")}}
+              "index_columns": list(INDEX_COLUMNS)}
     write_json(paths["header"], header)
     return read_json(paths["header"])
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..checks import check_int
+from ..grid.conf import EPOCH_EVAL_FIXED, EPOCH_EVAL_KEYS
 from .attacks import AttackSpec
 from .evaluation import evaluate
 from .splits import image_part
@@ -48,15 +49,29 @@ def epoch_evaluator(dataset, name: str, settings: dict | None) -> EpochEval | No
     part has is an error before any training."""
     if not settings:
         return None
-    missing = [k for k in ("n", "eps", "step_size", "steps", "seed", "batch_size") if settings.get(k) is None]
-    if missing:
-        raise ValueError(f"eval_each_epoch settings lack {missing} (grid.conf.epoch_eval_settings gives them all)")
-    if settings.get("images", "tuning") != "tuning":
-        raise ValueError(f"eval_each_epoch evaluates tuning images only, got images {settings['images']!r}")
+    check_settings(settings)
     tuning = image_part(dataset.test, "tuning", name)
     check_int("eval_each_epoch.n", settings["n"], minimum=1)
     if settings["n"] > len(tuning):
         raise ValueError(f"eval_each_epoch.n = {settings['n']}, but the tuning part of {name}'s test split has "
                          f"{len(tuning)} images; choose at most {len(tuning)}")
-    attack = AttackSpec(settings["eps"], settings["step_size"], settings["steps"], random_start=True, restarts=1)
+    attack = AttackSpec(settings["eps"], settings["step_size"], settings["steps"], random_start=True,
+                        restarts=EPOCH_EVAL_FIXED["restarts"])
     return EpochEval(tuning, attack, dict(sorted(settings.items())))
+
+
+def check_settings(settings: dict) -> None:
+    """One-line ValueError unless `settings` are what `grid.conf.epoch_eval_settings` gives (the fixed keys may be
+    left out): a key it does not know, or another attack, part or number of restarts, would be ignored."""
+    valid = [*EPOCH_EVAL_FIXED, *EPOCH_EVAL_KEYS]
+    unknown = [k for k in settings if k not in valid]
+    if unknown:
+        raise ValueError(f"eval_each_epoch settings: unknown key {', '.join(map(repr, unknown))}; valid keys: "
+                         f"{', '.join(valid)}")
+    for key, value in EPOCH_EVAL_FIXED.items():
+        if settings.get(key, value) != value:
+            raise ValueError(f"eval_each_epoch.{key} = {settings[key]!r} is not valid; valid choices: {value!r} "
+                             f"(always PGD with {EPOCH_EVAL_FIXED['restarts']} restart on tuning images)")
+    missing = [k for k in EPOCH_EVAL_KEYS if settings.get(k) is None]
+    if missing:
+        raise ValueError(f"eval_each_epoch settings lack {missing} (grid.conf.epoch_eval_settings gives them all)")

@@ -3,7 +3,8 @@
 Small sets are held in memory as uint8 tensors (`TensorSplit`, which can live on the GPU) and augmented a whole
 batch at a time. Image folders are streamed from disk through a `DataLoader` (`FolderSplit`). Both draw
 shuffling and augmentation only from the ``generator`` passed to ``batches``, so a run is reproducible from one
-seed; `epoch_batches` is the training loop's view (ranks of a DDP group, resuming mid-epoch).
+seed; unshuffled, unaugmented batches (evaluation's) draw nothing at all. `epoch_batches` is the training loop's
+view (ranks of a DDP group, resuming mid-epoch).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from .._torchvision import torchvision
 from ..grid import vocabulary as vocab
+from ..io import ArtifactError
 
 FOLDER_IMAGE_SIZE = 224  # paper: ImageNet-style training resolution
 
@@ -201,14 +203,28 @@ class FolderSplit:
                 device="cpu", progress: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         device = torch.device(device)
         count = _num_batches(len(self), batch_size, drop_last)
-        seed = int(torch.randint(2**62, (), generator=generator))
+        # nothing random (evaluation): no draw, so that a caller without a generator leaves the global RNG, which
+        # dropout draws from, where it was (config eval_each_epoch: training unchanged)
+        seed = int(torch.randint(2**62, (), generator=generator)) if shuffle or augment else 0
         loader = torch.utils.data.DataLoader(
             self.dataset(augment, seed), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
         )
-        for x, y in _progress(loader, count, progress):
+        for x, y in _progress(_unwrapped(loader), count, progress):
             yield _to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+
+
+def _unwrapped(loader):
+    """`loader`'s batches; an ArtifactError raised in a worker (a decoded-image cache's crc32 mismatch) comes back as
+    its own one line, not as PyTorch's re-raise with the worker's whole traceback in the message."""
+    try:
+        yield from loader
+    except ArtifactError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) < 2 or not lines[0].startswith("Caught "):  # raised in this process: already one line
+            raise
+        raise ArtifactError(lines[-1].partition(f"{type(e).__name__}: ")[2] or lines[-1]) from None
 
 
 def _to_float(x: Tensor) -> Tensor:
@@ -286,5 +302,5 @@ def epoch_batches(split, batch_size: int, generator: torch.Generator, *, rank: i
         split.dataset(True, seed), batch_sampler=slices,
         num_workers=split.num_workers, pin_memory=device.type == "cuda",
     )
-    for i, (x, y) in zip(steps, loader):
+    for i, (x, y) in zip(steps, _unwrapped(loader)):
         yield i, _to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)

@@ -160,6 +160,11 @@ def eval_settings(config: dict, dataset: str, analysis_name: str | None = None) 
     return dict(sorted(cfg.items()))
 
 
+# the per-epoch held-out evaluation: what it always is, and the settings it takes from the config
+EPOCH_EVAL_FIXED = {"attack": "pgd", "images": "tuning", "restarts": 1}
+EPOCH_EVAL_KEYS = ("n", "eps", "step_size", "steps", "seed", "batch_size")
+
+
 def epoch_eval_settings(config: dict, dataset: str) -> dict | None:
     """The per-epoch held-out evaluation of a dataset's training jobs (config `datasets.<d>.eval_each_epoch`), or
     None when off: PGD with the dataset's eval eps and step_size (steps: its own, else eval's), one restart, on
@@ -170,9 +175,8 @@ def epoch_eval_settings(config: dict, dataset: str) -> dict | None:
         return None
     cfg = with_defaults(section, "datasets", "*", "eval_each_epoch")
     ev = eval_settings(config, dataset)
-    return {"attack": "pgd", "images": "tuning", "n": cfg["n"], "eps": ev["eps"], "step_size": ev.get("step_size"),
-            "steps": cfg.get("steps", ev.get("steps")), "restarts": 1, "seed": ev["seed"],
-            "batch_size": ev["batch_size"]}
+    return {**EPOCH_EVAL_FIXED, "n": cfg["n"], "eps": ev["eps"], "step_size": ev.get("step_size"),
+            "steps": cfg.get("steps", ev.get("steps")), "seed": ev["seed"], "batch_size": ev["batch_size"]}
 
 
 def autoattack_config(config: dict, dataset: str) -> dict | None:

@@ -299,6 +299,9 @@ def check_folder_datasets(config: dict) -> None:
                 if dcfg.get(key, unset) != unset:
                     _invalid(f"datasets.{ds}.{key}", dcfg[key], ["only for image-folder datasets (imagenette, "
                                                                  "imagenet, kind: folder)"])
+        elif dcfg.get("cache_size") is not None and dcfg.get("decode", "pil") != "cache":  # else ignored
+            _invalid(f"datasets.{ds}.cache_size", dcfg["cache_size"],
+                     ["null (it sizes the cache of decode: cache only)"])
         elif (dcfg.get("cache_size") or 1e9) < (dcfg.get("image_size") or 224):  # crops would be upsampled
             _invalid(f"datasets.{ds}.cache_size", dcfg["cache_size"], [f"null or at least image_size "
                                                                        f"({dcfg.get('image_size') or 224})"])

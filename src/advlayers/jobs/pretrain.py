@@ -45,6 +45,8 @@ def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides:
     if threads:  # the job's cores, shared by its ranks (each also starts DataLoader workers: splits.default_workers)
         torch.set_num_threads(max(1, threads // distributed.env_world_size()))
     resolved = get_recipe(recipe, **overrides)  # bad settings fail before the group is joined
+    if epoch_eval:
+        held_out.check_settings(epoch_eval)
     check_arch(arch)
     if not Path(data).is_file():
         raise FileNotFoundError(f"prepared dataset {data} does not exist")

@@ -156,7 +156,8 @@ def _add_pretrain_parser(sub) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads per process")
     p.add_argument("--eval-each-epoch", type=_json_object, metavar="JSON",
                    help="held-out evaluation after each epoch: the settings of config eval_each_epoch as the "
-                   "workflow resolves them (n, eps, step_size, steps, seed, batch_size; tuning images)")
+                   "workflow resolves them (n, eps, step_size, steps, seed, batch_size; attack pgd, images tuning, "
+                   "restarts 1; another key or value is refused)")
     p.set_defaults(run=pretrain_command)
 
 
