@@ -471,6 +471,19 @@ def test_module_rule_reduces_to_the_registered_modules():
     assert rules.module_note(6) == "" and "4-module arch: early modules m0-m1, late m2-m3" in rules.module_note(4)
 
 
+def test_claim_text_names_the_modules_of_its_statistic():
+    """A claim's text and statistic name the same modules on an N-module arch (the text marks the paper's
+    six-module names it replaced); texts naming no module, and every text for N = 6, are the paper's."""
+    four = rules.claim_for("C8b", 4)
+    assert four.text == "... and differ most after m2 (the paper's m4, of six modules)" and "AUROC(m2)" in four.statistic
+    assert rules.row(four)["claim_text"] == four.text
+    assert rules.claim_for("C8a", 3).text == ("clean and adversarial activations of the conventional net differ "
+                                              "already after m0 (the paper's m1, of six modules)")
+    assert rules.claim_for("C6b", 9).text == rules.BY_ID["C6b"].text  # m1 again
+    for claim_id in ("C6a", "C7a", "C7c"):
+        assert rules.claim_for(claim_id, 4).text == rules.BY_ID[claim_id].text
+
+
 def test_c7_on_a_four_module_arch():
     """C7c compares the layers of m0-m1 with those of m2-m3 (the last half) on a four-module arch, not with m3
     alone; the row says so. The arch's N comes from the vocabulary, or from the table's modules."""
@@ -507,6 +520,9 @@ def test_c8_on_a_four_module_arch():
     assert got["C8a"].value == pytest.approx(0.9) and got["C8a"].verdict == "holds"
     assert got["C8b"].value == pytest.approx(0.99 - 0.9) and got["C8b"].verdict == "holds"
     assert got["C8b"].statistic.startswith("AUROC(m2) - max AUROC") and "4-module arch" in got["C8b"].note
+    # the row's text names the module its statistic reads, and says which the paper's (six-module) text names
+    assert got["C8b"].claim_text == "... and differ most after m2 (the paper's m4, of six modules)"
+    assert got["C8a"].claim_text == rules.BY_ID["C8a"].text  # m1 on four modules too: the paper's words
     assert got["C8c"].verdict == "holds"
     unknown = feature_verdicts(divergence_n(conv=(0.7, 0.9, 0.99, 0.8), adv=(0.6,) * 4, arch="unregistered4"))
     assert unknown["C8a"].verdict == "not run" and "module count of unregistered4 is unknown" in unknown["C8b"].note

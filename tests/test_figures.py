@@ -190,7 +190,8 @@ def infos() -> dict[str, dict]:
                    "retrain_recipe": {"name": "mnist5k-demo", "overrides": {"epochs": 1, "train_subset": 2000}},
                    "seeds": [0, 1]},
         "layer_cutoff": {**common, "kind": "layer_cutoff", "analysis": analysis, "module_layers": MODULE_LAYERS},
-        "module_subsets": {**common, "kind": "module_subsets", "analysis": {**analysis, "subsets": None}},
+        "module_subsets": {**common, "kind": "module_subsets", "analysis": {**analysis, "subsets": None},
+                           "module_layers": MODULE_LAYERS},
         "reinit": {**common, "kind": "reinit", "analysis": {"datasets": ["mnist5k"], "arch": "resnet18"}},
         "features": {**common, "kind": "features", "method": "tsne",
                      "analysis": {"dataset": "mnist5k", "arch": "resnet18", "n_images": 150, "vectors_per_image": 10,
@@ -634,6 +635,7 @@ def test_subsets_caption_counts_the_arch_own_modules():
     template = (Path(__file__).resolve().parents[1] / "workflow" / "report" / "figure.rst").read_text()
     info = copy.deepcopy(infos()["module_subsets"])
     info["analysis"] = {**(info.get("analysis") or {}), "subsets": ["0000", "1000", "0100", "1100"]}
+    info["module_layers"] = [1, 2, 2, 1]
     snakemake = SimpleNamespace(params=SimpleNamespace(info=info), wildcards=SimpleNamespace(figure="module_subsets"),
                                 output=["results/figures/module_subsets.png"])
     text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(snakemake=snakemake)

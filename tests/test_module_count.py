@@ -277,3 +277,36 @@ def test_a_dry_run_plans_each_archs_own_cutoffs(tmp_path):
         if kind == "group":  # without grouping a group is its one cell
             retrained.setdefault(fields["arch"], set()).add(fields["group"])
     assert retrained == {arch: set(MIXED_CELLS[arch].values()) for arch in ("four", "resnet18")}
+
+
+def _figure_info(config: dict, figure: str) -> dict:
+    """workflow/rules/common.smk's `figure_info` (what the report's captions are rendered from) for `figure`, run
+    on its own: its source up to its last line, with the names it uses from common.smk."""
+    from types import SimpleNamespace
+
+    from advlayers.grid import conf
+
+    text = (HERE.parent / "workflow" / "rules" / "common.smk").read_text()
+    source = text[text.index("def figure_info(wc):"):]
+    source = source[:source.index("\n    return info\n") + len("\n    return info\n")]
+    names = {"config": config, "conf": conf, "layout": layout, "SEEDS": conf.seeds(config),
+             "MODULE_LAYERS": vocab.MODULE_LAYERS}
+    exec(source, names)
+    return names["figure_info"](SimpleNamespace(figure=figure))
+
+
+def test_subsets_caption_of_all_subsets_counts_the_arch_own_modules(tmp_path):
+    """Fig. 6's caption with `subsets` at its default (null: all 2^N subsets) counts the four-module arch's own
+    modules: 'all 16 subsets of m0..m3', not the paper's 64 of m0..m5."""
+    from types import SimpleNamespace
+
+    jinja2 = pytest.importorskip("jinja2")
+    config = validate.load(write_config(tmp_path, FOUR_YAML.replace(', subsets: ["1010", "0110"]', "")), roots=False)
+    assert config["analyses"]["module_subsets"].get("subsets") is None
+    info = _figure_info(config, "module_subsets")
+    template = (HERE.parent / "workflow" / "report" / "figure.rst").read_text()
+    snakemake = SimpleNamespace(params=SimpleNamespace(info=info), wildcards=SimpleNamespace(figure="module_subsets"),
+                                output=["results/figures/module_subsets.png"])
+    text = " ".join(jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template)
+                    .render(snakemake=snakemake).split())
+    assert "all 16 subsets of m0..m3" in text and "64" not in text and "m5" not in text, text

@@ -193,7 +193,7 @@ def figure_info(wc):
         "analysis": a,
         "seeds": SEEDS,
     }
-    if kind == "layer_cutoff":
+    if kind in ("layer_cutoff", "module_subsets"):  # the module boundaries; the subsets' captions count N from it
         info["module_layers"] = list(MODULE_LAYERS[a["arch"]])
     if kind == "features":
         info["method"] = layout.figure_method(name)

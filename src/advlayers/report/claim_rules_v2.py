@@ -120,8 +120,9 @@ def module_count(arch: str, modules=()) -> int | None:
 
 
 def claim_for(claim_id: str, n: int | None) -> Claim:
-    """The claim `claim_id` whose statistic names the modules of an `n`-module arch (the registered claim for
-    n = 6 or unknown)."""
+    """The claim `claim_id` whose statistic and text name the modules of an `n`-module arch (the registered claim
+    for n = 6 or unknown); a text whose module names changed says which the paper's names: '... and differ most
+    after m2 (the paper's m4, of six modules)'."""
     claim = BY_ID[claim_id]
     if n is None or n == NUM_MODULES:
         return claim
@@ -132,8 +133,13 @@ def claim_for(claim_id: str, n: int | None) -> Claim:
              "C8a": {"m1": module_groups(n)["early"][-1]}, "C8b": {"m4": own["deep"]}}.get(claim_id, {})
     if claim_id == "C6b" and len(module_groups(n)["early"]) > 1:
         words = {"m1": module_groups(n)["early"][1]}
-    statistic = re.sub(r"m\d+(?:-m\d+)?", lambda m: words.get(m.group(0), m.group(0)), claim.statistic)
-    return dataclasses.replace(claim, statistic=statistic)
+    def rename(text: str) -> str:
+        return re.sub(r"m\d+(?:-m\d+)?", lambda m: words.get(m.group(0), m.group(0)), text)
+
+    # the text too, else a row would pair the paper's module with a statistic about another one
+    replaced = [m for m in dict.fromkeys(re.findall(r"m\d+(?:-m\d+)?", claim.text)) if words.get(m, m) != m]
+    text = rename(claim.text) + (f" (the paper's {', '.join(replaced)}, of six modules)" if replaced else "")
+    return dataclasses.replace(claim, text=text, statistic=rename(claim.statistic))
 
 
 def module_note(n: int | None) -> str:
