@@ -270,3 +270,12 @@ def test_ablation_eps_figure_from_two_runs(tmp_path):
     bad.write_bytes(data.replace(struct.pack("<d", 0.12), struct.pack("<d", 0.13)))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "claims.parquet" in done.stderr
+
+
+def test_vmap_training_benchmark_quick():
+    """benchmarks/vmap_training.py checks its vmap gradients against the K plain ones, then prints the ratio."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "vmap_training.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| native | 2 |"))
+    assert float(row.rstrip(" |").split("|")[-1].strip().rstrip("x")) > 0
