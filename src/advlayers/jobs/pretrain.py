@@ -25,6 +25,21 @@ def _setup_logging(logfile: str | None, rank: int) -> None:
         logging.basicConfig(level=level, stream=sys.stderr, format=fmt)
 
 
+def _checked_before_joining(data, arch: str, recipe: str, overrides: dict, epoch_eval: dict | None):
+    """The resolved recipe; bad settings, arch or data fail here, before the process group is joined."""
+    from ..core.epoch_eval import check_settings
+    from ..core.models import check_arch
+    from ..core.recipes import get_recipe
+
+    resolved = get_recipe(recipe, **overrides)
+    if epoch_eval:
+        check_settings(epoch_eval)
+    check_arch(arch)
+    if not Path(data).is_file():
+        raise FileNotFoundError(f"prepared dataset {data} does not exist")
+    return resolved
+
+
 def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides: dict, state, out, initial,
                    dataset: str | None = None, width: float = 1.0, seed: int = 0, device: str = "cpu",
                    logfile: str | None = None, threads: int | None = None, epoch_eval: dict | None = None) -> int:
@@ -37,19 +52,13 @@ def pretrain_files(*, data, arch: str, pretraining: str, recipe: str, overrides:
     from ..core import distributed, epoch_eval as held_out, resume
     from ..core.checkpoints import save_checkpoint
     from ..core.datasets import load_prepared
-    from ..core.models import build_model, check_arch
-    from ..core.recipes import get_recipe
+    from ..core.models import build_model
     from ..core.training import pretrain
     from ..io import sha256_file, state_digest
 
     if threads:  # the job's cores, shared by its ranks (each also starts DataLoader workers: splits.default_workers)
         torch.set_num_threads(max(1, threads // distributed.env_world_size()))
-    resolved = get_recipe(recipe, **overrides)  # bad settings fail before the group is joined
-    if epoch_eval:
-        held_out.check_settings(epoch_eval)
-    check_arch(arch)
-    if not Path(data).is_file():
-        raise FileNotFoundError(f"prepared dataset {data} does not exist")
+    resolved = _checked_before_joining(data, arch, recipe, overrides, epoch_eval)
     distributed.init(device)
     try:
         _setup_logging(logfile, distributed.rank())
