@@ -119,6 +119,9 @@ def module_count(arch: str, modules=()) -> int | None:
     return max(found) + 1 if found else None
 
 
+MODULE_SPAN = re.compile(r"m\d+(?:-m\d+)?")  # a module or a span of them in a claim's text: m4, m0-m1
+
+
 def claim_for(claim_id: str, n: int | None) -> Claim:
     """The claim `claim_id` whose statistic and text name the modules of an `n`-module arch (the registered claim
     for n = 6 or unknown); a text whose module names changed says which the paper's names: '... and differ most
@@ -133,11 +136,12 @@ def claim_for(claim_id: str, n: int | None) -> Claim:
              "C8a": {"m1": module_groups(n)["early"][-1]}, "C8b": {"m4": own["deep"]}}.get(claim_id, {})
     if claim_id == "C6b" and len(module_groups(n)["early"]) > 1:
         words = {"m1": module_groups(n)["early"][1]}
+
     def rename(text: str) -> str:
-        return re.sub(r"m\d+(?:-m\d+)?", lambda m: words.get(m.group(0), m.group(0)), text)
+        return MODULE_SPAN.sub(lambda m: words.get(m.group(0), m.group(0)), text)
 
     # the text too, else a row would pair the paper's module with a statistic about another one
-    replaced = [m for m in dict.fromkeys(re.findall(r"m\d+(?:-m\d+)?", claim.text)) if words.get(m, m) != m]
+    replaced = [m for m in dict.fromkeys(MODULE_SPAN.findall(claim.text)) if words.get(m, m) != m]
     text = rename(claim.text) + (f" (the paper's {', '.join(replaced)}, of six modules)" if replaced else "")
     return dataclasses.replace(claim, text=text, statistic=rename(claim.statistic))
 
